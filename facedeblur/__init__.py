@@ -1,16 +1,53 @@
 """facedeblur: face motion deblurring model zoo (five published methods behind one interface)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import (CapabilityError, DataError, FaceDeblurError, InputError, ModelNotFoundError, WeightsError,
                      WeightsIntegrityError, WeightsMismatchError, WeightsNotAvailableError)
 from .models import list_models
 from .models._registry import ModelCard
 
+if TYPE_CHECKING:  # annotations only: torch loads on first use
+    import os
+
+    import torch
+
+    from .restore.deblurrer import Deblurrer
+
 __version__ = "0.1.0"
 
-__all__ = ["list_models", "model_info", "create_model", "ModelCard", "FaceDeblurError", "ModelNotFoundError",
+__all__ = ["load", "Deblurrer", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
+           "BFloat16PerformanceWarning", "FaceDeblurError", "ModelNotFoundError",
            "WeightsError", "WeightsNotAvailableError", "WeightsIntegrityError", "WeightsMismatchError",
            "InputError", "CapabilityError", "DataError", "__version__"]
+
+
+_LAZY = {"Deblurrer": "deblurrer", "DeviceError": "device", "BFloat16PerformanceWarning": "device"}
+
+
+def __getattr__(name: str):
+    """Import torch-heavy names on first use, so ``import facedeblur`` (and ``facedeblur --help``) stay fast."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".restore.{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+         ) -> Deblurrer:
+    """A ready :class:`Deblurrer` for ``name`` with its trained weights (never random).
+
+    ``device``: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``. ``dtype``: None
+    (float32) or one of the card's ``capabilities.dtypes``. ``weights``: an explicit file or folder (else the
+    embedded weights, else the Hugging Face Hub, cached in ``cache_dir``). Raises
+    :class:`WeightsNotAvailableError` when no trained weights exist. See :func:`facedeblur.restore.load`.
+    """
+    from .restore.deblurrer import load as _load
+
+    return _load(name, device=device, dtype=dtype, weights=weights, cache_dir=cache_dir)
 
 
 def model_info(name: str) -> ModelCard:

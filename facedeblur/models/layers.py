@@ -37,17 +37,11 @@ def _torchvision_deform():  # pragma: no cover - depends on the optional install
     return tv_deform
 
 
-def _base_grid(h_out: int, w_out: int, kh: int, kw: int, stride: int, padding: int, dilation: int,
-               device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling positions p + p_k (no offset) as (K, Ho, Wo) row and column tensors."""
-    ys = torch.arange(h_out, device=device, dtype=dtype) * stride - padding
-    xs = torch.arange(w_out, device=device, dtype=dtype) * stride - padding
-    ky = torch.arange(kh, device=device, dtype=dtype) * dilation
-    kx = torch.arange(kw, device=device, dtype=dtype) * dilation
-    ky, kx = torch.meshgrid(ky, kx, indexing="ij")  # (kh, kw)
-    rows = ky.reshape(-1, 1, 1) + ys.view(1, -1, 1)  # (K, Ho, 1)
-    cols = kx.reshape(-1, 1, 1) + xs.view(1, 1, -1)  # (K, 1, Wo)
-    return rows.expand(-1, h_out, w_out), cols.expand(-1, h_out, w_out)
+# Inference gathers work on chunks of output rows whose im2col block is about this many elements
+# (4 Mi fp32 values = 16 MiB): big enough that per-call overhead is negligible, small enough that the
+# buffers are recycled by the allocator (glibc hands blocks > 32 MiB straight to mmap, and page-faulting
+# a fresh 75 MiB block per call cost more than the gather itself) and stay near the caches.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def _check_args(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor) -> None:
@@ -62,6 +56,10 @@ def _check_args(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None
         raise ValueError(f"mask has {mask.shape[1]} channels; expected {k} (one per kernel location)")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"input has {x.shape[1]} channels but weight expects {weight.shape[1]} (groups=1 only)")
+    if offset.shape[0] != x.shape[0] or (mask is not None and mask.shape[0] != x.shape[0]):
+        raise ValueError(f"offset/mask batch size must equal the input's ({x.shape[0]})")
+    if mask is not None and mask.shape[2:] != offset.shape[2:]:
+        raise ValueError(f"mask spatial size {tuple(mask.shape[2:])} differs from offset's {tuple(offset.shape[2:])}")
 
 
 def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None = None,
@@ -72,6 +70,9 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, m
     Offsets use torchvision's layout: channel ``2k`` is the row (y) shift and ``2k+1`` the column (x)
     shift of kernel location ``k`` (row-major over the kernel). Samples outside the input read zero,
     corner by corner, exactly like the reference CUDA kernels.
+
+    Without autograd (inference) the result is returned in ``channels_last`` memory format (that is the
+    layout the gather produces; convolutions downstream are faster on it too).
 
     Args:
         x: input (N, C, H, W). offset: (N, 2K, Ho, Wo). weight: (Cout, C, kh, kw).
@@ -88,72 +89,138 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, m
                            "install torchvision or use backend='torch'")
     if tv is not None and (backend == "torchvision" or (x.is_cuda and x.dtype in (torch.float32, torch.float16))):
         return tv(x, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+    h_out, w_out = offset.shape[2], offset.shape[3]
+    kh, kw = weight.shape[2], weight.shape[3]
+    h, w = x.shape[2], x.shape[3]
+    need_h = (h_out - 1) * stride - 2 * padding + dilation * (kh - 1) + 1  # smallest input giving h_out rows
+    need_w = (w_out - 1) * stride - 2 * padding + dilation * (kw - 1) + 1
+    if not (need_h <= h < need_h + stride and need_w <= w < need_w + stride):
+        raise ValueError(f"offset spatial size {(h_out, w_out)} does not fit input {(h, w)} with kernel {kh}x{kw}, "
+                         f"stride {stride}, padding {padding}, dilation {dilation}")
+    grads = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, offset, mask, weight, bias))
+    if grads:
+        # training: grid_sample's fused backward is ~4x faster than embedding_bag's sort-based one
+        return _deform_grid_sample(x, offset, weight, mask, bias, stride, padding, dilation)
+    return _deform_gather(x, offset, weight, mask, bias, stride, padding, dilation)
 
+
+def _deform_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,
+                        bias: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """Autograd path: bilinear samples through ``grid_sample``, then ``weight (Cout, C*K) @ sampled (N, C*K, L)``.
+
+    ``grid_sample`` returns the samples as (N, C, K*Ho, Wo), which is already the (N, C*K, L) operand of the
+    matmul with the weight in its natural (Cout, C, kh, kw) order, so no permute/copy of the big tensor is needed.
+    """
     n, c, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     k = kh * kw
     h_out, w_out = offset.shape[2], offset.shape[3]
-    pdt = torch.float64 if offset.dtype == torch.float64 else torch.float32  # positions never in 16-bit
-    rows, cols = _base_grid(h_out, w_out, kh, kw, stride, padding, dilation, x.device, pdt)
-    off = offset.to(pdt).view(n, k, 2, h_out, w_out)
-    pos_y = rows + off[:, :, 0]  # (N, K, Ho, Wo), pixel coordinates
-    pos_x = cols + off[:, :, 1]
-    m = None if mask is None else mask.to(pdt)
-    if torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad or weight.requires_grad):
-        # training: grid_sample's fused backward is ~4x faster than embedding_bag's sort-based one
-        sampled = _bilinear_grid_sample(x, pos_y, pos_x, m)
-    else:
-        sampled = _bilinear_gather(x, pos_y, pos_x, m)  # (N, L, K*C)
-    w_mat = weight.permute(0, 2, 3, 1).reshape(c_out, k * c).to(x.dtype)  # (Cout, K*C), K major like `sampled`
-    out = torch.matmul(sampled, w_mat.t())  # (N, L, Cout)
-    out = out.transpose(1, 2).reshape(n, c_out, h_out, w_out)
+    pdt = torch.float64 if x.dtype == torch.float64 or offset.dtype == torch.float64 else torch.float32
+    dev = x.device
+    # align_corners=False puts pixel i at (2i + 1)/size - 1: normalised = pixel * 2/size + (1/size - 1)
+    ys = torch.arange(h_out, device=dev, dtype=pdt) * stride - padding
+    xs = torch.arange(w_out, device=dev, dtype=pdt) * stride - padding
+    ky = (torch.arange(kh, device=dev, dtype=pdt) * dilation).repeat_interleave(kw)
+    kx = (torch.arange(kw, device=dev, dtype=pdt) * dilation).repeat(kh)
+    base = torch.empty(k, h_out, w_out, 2, device=dev, dtype=pdt)  # (x, y) order, normalised
+    base[..., 0] = ((kx.view(k, 1, 1) + xs.view(1, 1, w_out)) * 2 + 1) / w - 1
+    base[..., 1] = ((ky.view(k, 1, 1) + ys.view(1, h_out, 1)) * 2 + 1) / h - 1
+    scale = torch.tensor([2.0 / w, 2.0 / h], device=dev, dtype=pdt)
+    off_xy = offset.view(n, k, 2, h_out, w_out).flip(2).permute(0, 1, 3, 4, 2).to(pdt)  # (N, K, Ho, Wo, [dx, dy])
+    grid = torch.addcmul(base, off_xy, scale).view(n, k * h_out, w_out, 2)
+    sampled = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = sampled.view(n, c, k, h_out * w_out)
+    if mask is not None:
+        sampled = sampled * mask.reshape(n, 1, k, h_out * w_out).to(x.dtype)
+    out = torch.matmul(weight.reshape(c_out, c * k).to(x.dtype), sampled.view(n, c * k, h_out * w_out))
+    out = out.view(n, c_out, h_out, w_out)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1).to(x.dtype)
     return out
 
 
-def _bilinear_grid_sample(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor,
-                          mask: torch.Tensor | None) -> torch.Tensor:
-    """Same result as :func:`_bilinear_gather` through ``grid_sample`` (faster backward; used in training)."""
-    n, c, h, w = x.shape
-    k, h_out, w_out = pos_y.shape[1:]
-    # align_corners=False puts pixel i at (2i + 1)/size - 1; zero padding reads 0 outside, corner by corner
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
-    sampled = F.grid_sample(x, grid.view(n, k * h_out, w_out, 2).to(x.dtype), mode="bilinear",
-                            padding_mode="zeros", align_corners=False).view(n, c, k, h_out * w_out)
-    if mask is not None:
-        sampled = sampled * mask.reshape(n, 1, k, h_out * w_out).to(x.dtype)
-    return sampled.permute(0, 3, 2, 1).reshape(n, h_out * w_out, k * c)
+def _deform_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,
+                   bias: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """Inference path: ``embedding_bag`` gather of bilinear samples + one ``addmm`` per chunk of output rows.
 
-
-def _bilinear_gather(x: torch.Tensor, pos_y: torch.Tensor, pos_x: torch.Tensor,
-                     mask: torch.Tensor | None) -> torch.Tensor:
-    """Bilinear samples of ``x`` at (pos_y, pos_x), times ``mask``, as (N, Ho*Wo, K*C).
-
-    One ``embedding_bag`` call does it: every output sample is a bag of the four neighbouring pixel rows
-    of the channels-last input, weighted by the bilinear weights times the modulation (neighbours outside
-    the image get weight zero). Rows are C contiguous values, so the gather is
-    cache-friendly, and autograd gives the gradients for ``x``, the offsets and the mask.
+    The input is copied once into a channels-last table with a zero border (1 pixel before, 2 after each
+    spatial axis). Sample positions are clamped to [-1, size] in image coordinates: a clamped position reads
+    only border zeros (or gets weight 0), which is exactly the "zero outside the image, corner by corner" rule,
+    so no per-corner validity masks are needed. Each output sample is a bag of the four neighbouring table rows
+    weighted by the bilinear weights times the modulation; rows are C contiguous values (cache-friendly).
+    The result is written straight into a channels-last (N, Ho, Wo, Cout) buffer.
     """
     n, c, h, w = x.shape
-    k, h_out, w_out = pos_y.shape[1:]
-    table = x.permute(0, 2, 3, 1).contiguous().view(n * h * w, c)
-    py = pos_y.permute(0, 2, 3, 1).unsqueeze(-1)  # (N, Ho, Wo, K, 1): rows of the result are (n, position, k)
-    px = pos_x.permute(0, 2, 3, 1).unsqueeze(-1)
-    y0, x0 = torch.floor(py), torch.floor(px)
-    fy, fx = py - y0, px - x0
-    ys = torch.cat([y0, y0 + 1], dim=-1)  # (..., 2) neighbour rows / columns
-    xs = torch.cat([x0, x0 + 1], dim=-1)
-    # bilinear weight per axis, zero for neighbours outside the image (their index is clamped to any valid one)
-    wy = torch.cat([1 - fy, fy], dim=-1) * ((ys >= 0) & (ys <= h - 1))
-    wx = torch.cat([1 - fx, fx], dim=-1) * ((xs >= 0) & (xs <= w - 1))
-    weights = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (..., 2, 2)
-    if mask is not None:
-        weights = weights * mask.permute(0, 2, 3, 1)[..., None, None]
-    base = (torch.arange(n, device=x.device, dtype=torch.int64) * (h * w)).view(n, 1, 1, 1, 1)
-    idx = (base + ys.clamp(0, h - 1).long() * w).unsqueeze(-1) + xs.clamp(0, w - 1).long().unsqueeze(-2)
-    out = F.embedding_bag(idx.view(-1, 4), table, per_sample_weights=weights.reshape(-1, 4).to(x.dtype), mode="sum")
-    return out.view(n, h_out * w_out, k * c)
+    c_out, _, kh, kw = weight.shape
+    k = kh * kw
+    h_out, w_out = offset.shape[2], offset.shape[3]
+    dt, dev = x.dtype, x.device
+    hp, wp = h + 3, w + 3
+    # positions in float32 are exact integers below 2**24; fall back to float64 for huge or float64 inputs
+    pdt = torch.float64 if (dt == torch.float64 or offset.dtype == torch.float64 or hp * wp >= 1 << 24) \
+        else torch.float32
+    table = x.new_zeros(n, hp, wp, c)
+    table[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
+    table = table.view(n * hp * wp, c)
+    # positions in table coordinates (image coordinate + 1): row/column base per (Ho, Wo, K, [y, x])
+    ys = torch.arange(h_out, device=dev, dtype=pdt) * stride + (1 - padding)
+    xs = torch.arange(w_out, device=dev, dtype=pdt) * stride + (1 - padding)
+    ky = (torch.arange(kh, device=dev, dtype=pdt) * dilation).repeat_interleave(kw)
+    kx = (torch.arange(kw, device=dev, dtype=pdt) * dilation).repeat(kh)
+    base = torch.empty(h_out, w_out, k, 2, device=dev, dtype=pdt)
+    base[..., 0] = ys.view(-1, 1, 1) + ky
+    base[..., 1] = xs.view(1, -1, 1) + kx
+    lo = torch.zeros(2, device=dev, dtype=pdt)
+    hi = torch.tensor([h + 1.0, w + 1.0], device=dev, dtype=pdt)
+    corners = torch.tensor([0, 1, wp, wp + 1], device=dev, dtype=torch.int64)
+    w_mat = weight.permute(2, 3, 1, 0).reshape(k * c, c_out).to(dt)  # (K*C, Cout), K major like the samples
+    b = None if bias is None else bias.to(dt)
+    off = offset.permute(0, 2, 3, 1)  # (N, Ho, Wo, 2K) view; [.., 2k] = dy, [.., 2k+1] = dx
+    msk = None if mask is None else mask.permute(0, 2, 3, 1)
+    out = torch.empty(n, h_out, w_out, c_out, device=dev, dtype=dt)
+    rows = max(1, min(h_out, _CHUNK_ELEMENTS // max(1, w_out * k * c)))
+    for i in range(n):
+        for r0 in range(0, h_out, rows):
+            r1 = min(h_out, r0 + rows)
+            m = None if msk is None else msk[i, r0:r1].to(pdt)
+            idx, wts = _bilinear_terms(off[i, r0:r1], base[r0:r1], m, lo, hi, wp, corners,
+                                       i * hp * wp)
+            samples = F.embedding_bag(idx, table, per_sample_weights=wts.to(dt), mode="sum")
+            o = out[i, r0:r1].view(-1, c_out)
+            samples = samples.view(-1, k * c)
+            if b is None:
+                torch.mm(samples, w_mat, out=o)
+            else:
+                torch.addmm(b, samples, w_mat, out=o)
+    return out.permute(0, 3, 1, 2)
+
+
+def _bilinear_terms(off: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | None, lo: torch.Tensor,
+                    hi: torch.Tensor, wp: int, corners: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows (B, 4) and bilinear x modulation weights (B, 4) of the four neighbours of every sample.
+
+    ``off`` (R, Wo, 2K) offsets, ``base`` (R, Wo, K, 2) positions in padded-table coordinates, ``mask``
+    (R, Wo, K) or None. Neighbour order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    """
+    r, w_out, k = base.shape[:3]
+    p = torch.add(base, off.reshape(r, w_out, k, 2))  # contiguous like `base`
+    torch.clamp(p, lo, hi, out=p)
+    p0 = torch.floor(p)
+    frac = p.sub_(p0)
+    fy, fx = frac[..., 0], frac[..., 1]
+    lin = torch.add(p0[..., 1], p0[..., 0], alpha=wp).to(torch.int64)
+    if start:
+        lin += start
+    idx = (lin.unsqueeze(-1) + corners).view(-1, 4)
+    wts = torch.empty(r, w_out, k, 4, device=p.device, dtype=p.dtype)
+    wy1 = fy * mask if mask is not None else fy.clone()
+    wy0 = (mask - wy1) if mask is not None else (1 - wy1)
+    torch.mul(wy1, fx, out=wts[..., 3])
+    torch.sub(wy1, wts[..., 3], out=wts[..., 2])
+    torch.mul(wy0, fx, out=wts[..., 1])
+    torch.sub(wy0, wts[..., 1], out=wts[..., 0])
+    return idx, wts.view(-1, 4)
 
 
 def deform_conv2d_reference(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,

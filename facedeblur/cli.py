@@ -1,0 +1,416 @@
+"""``facedeblur`` command line: list, info, restore, download, export, import-official, train.
+
+Errors the library raises on purpose (:class:`~facedeblur.errors.FaceDeblurError`) print one line,
+``facedeblur: error: ...``, and exit 1; command-line mistakes exit 2; ``--debug`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import CapabilityError, FaceDeblurError, InputError
+
+__all__ = ["main", "build_parser"]
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``facedeblur: error: MESSAGE (see 'PROG --help')``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"facedeblur: error: {message} (see '{self.prog} --help')\n")
+
+
+def _unit_float(text: str) -> float:
+    """``--u``: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; u is a float in [0, 1]") from None
+    if not 0.0 <= v <= 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; u runs from 0 (start of exposure) to 1 (end)")
+    return v
+
+
+def _moments(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"{v} moments: need at least 2 (for one moment use --u)")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+# ----------------------------------------------------------------------------------------------- list / info
+
+
+def _param_count(card: Any) -> int | None:
+    """Parameter count of the inference network, built on the meta device (no memory, no init)."""
+    try:
+        import torch
+
+        from .models import get_arch
+
+        with torch.device("meta"):
+            model = get_arch(card.architecture).builder(**card.arch_kwargs)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # a builder that cannot run on meta: leave the column blank
+        return None
+
+
+def _fmt_params(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
+
+
+def _weights_text(card: Any) -> str:
+    w = card.weights
+    if w.embedded:
+        return f"embedded ({w.embedded}{', sha256 ' + w.sha256 if w.sha256 else ''})"
+    if w.hf_hub_id and w.revision:
+        return f"Hugging Face Hub {w.hf_hub_id}@{w.revision} ({w.filename})"
+    return "not available (no embedded file and no Hub release yet)"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .models import get_card, list_models
+
+    names = list_models(args.pattern, task=args.task, pretrained=True if args.pretrained else None)
+    if not names:
+        print(f"no models match {args.pattern!r}" + (f" with task {args.task}" if args.task else "")
+              + (" with trained weights" if args.pretrained else ""), file=sys.stderr)
+        return 0
+    rows = [("NAME", "TASK", "PARAMS", "WEIGHTS", "DEFAULT")]
+    for name in names:
+        card = get_card(name)
+        rows.append((name, card.task, _fmt_params(_param_count(card)), "yes" if card.pretrained else "no",
+                     f"* ({card.family})" if card.default else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _card_text(card: Any) -> str:
+    caps, inp, p = card.capabilities, card.input, card.paper
+    lines = [f"{card.name}" + (f"  (default variant of {card.family})" if card.default else "")]
+
+    def add(key: str, value: Any) -> None:
+        if value not in (None, "", {}, ()):
+            lines.append(f"  {key + ':':<15}{value}")
+
+    add("task", card.task)
+    add("description", " ".join(str(card.description).split()))
+    add("architecture", f"{card.architecture} " + ", ".join(f"{k}={v}" for k, v in card.arch_kwargs.items()))
+    n_params = _param_count(card)
+    add("parameters", f"{n_params:,}" if n_params is not None else "?")
+    add("paper", ", ".join(x for x in (f'"{p.title}"' if p.title else "", p.authors, p.venue,
+                                        f"arXiv {p.arxiv}" if p.arxiv else "") if x))
+    add("paper url", p.url)
+    add("input", f"{inp.channel_order.upper()} in [{inp.value_range[0]}, {inp.value_range[1]}], "
+                 f"face {inp.face_size} px, padded to a multiple of {inp.pad_multiple}")
+    add("face crop", inp.face_crop)
+    cap = [f"continuous u (default {caps.default_u})" if caps.continuous_u else "no control factor u",
+           f"frame window {caps.frame_window}", "aligned face input" if caps.aligned_face_input else "any image",
+           "dtypes " + ", ".join(caps.dtypes)]
+    add("capabilities", "; ".join(cap))
+    add("weights", _weights_text(card))
+    add("license", card.license)
+    add("training data", card.training_data)
+    if card.training:
+        add("training", json.dumps(card.training, default=str))
+    if card.metrics:
+        add("metrics", json.dumps(card.metrics, default=str))
+    add("notes", " ".join(str(card.notes).split()))
+    add("source", card.source)
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models import get_card
+
+    card = get_card(args.name)
+    if args.json:
+        print(json.dumps(card.to_dict(), indent=2, default=str))
+    else:
+        print(_card_text(card))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- restore
+
+
+def _is_image(p: Path) -> bool:
+    from .restore.convert import IMAGE_EXTENSIONS
+
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _collect_jobs(inputs: Sequence[str], out: Path, ext: str) -> list[tuple[Path, Path]]:
+    """(input file, output path without moment suffix) for every image; folders are searched recursively
+    and mirrored under ``out``. A single file with an image-suffixed ``out`` writes exactly there."""
+    from .restore.convert import IMAGE_EXTENSIONS
+
+    jobs: list[tuple[Path, Path]] = []
+    if len(inputs) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in IMAGE_EXTENSIONS \
+            and not out.is_dir():
+        return [(Path(inputs[0]), out)]
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and _is_image(f)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not files:
+                raise InputError(f"folder {item!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            jobs += [(f, out / f.relative_to(p).with_suffix(ext)) for f in files]
+        elif p.is_file():
+            jobs.append((p, out / (p.stem + ext)))
+        else:
+            raise InputError(f"{item!r}: no such file or folder")
+    return jobs
+
+
+def _check_outputs(jobs: list[tuple[Path, list[Path]]], overwrite: bool) -> None:
+    """Never overwrite an input; no two inputs writing one file; existing outputs only with --overwrite."""
+    inputs = {os.path.realpath(src): src for src, _ in jobs}
+    seen: dict[str, Path] = {}
+    existing = []
+    for src, outs in jobs:
+        for o in outs:
+            real = os.path.realpath(o)
+            if real in inputs:
+                raise InputError(f"output {str(o)!r} would overwrite the input {str(inputs[real])!r}; "
+                                 "choose another output folder with -o")
+            if real in seen:
+                raise InputError(f"inputs {str(seen[real])!r} and {str(src)!r} would both be written to {str(o)!r}; "
+                                 "restore them into separate output folders")
+            seen[real] = src
+            if o.exists():
+                existing.append(o)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise InputError(f"output {str(existing[0])!r}{more} exists; pass --overwrite to replace, or choose another -o")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .models import get_card
+    from .restore import load, read_image, write_image
+
+    card = get_card(args.model)
+    if (args.u is not None or args.moments is not None) and not card.capabilities.continuous_u:
+        flag = "--u" if args.u is not None else "--moments"
+        raise CapabilityError(f"model {card.name!r} has no control factor u; drop {flag}")
+    ext = "." + args.ext.lstrip(".").lower()
+    out = Path(args.output)
+    jobs = _collect_jobs(args.inputs, out, ext)
+    planned: list[tuple[Path, list[Path]]] = []
+    for src, dst in jobs:
+        if args.moments:
+            planned.append((src, [dst.with_name(f"{dst.stem}_m{k:02d}{dst.suffix}") for k in range(args.moments)]))
+        else:
+            planned.append((src, [dst]))
+    _check_outputs(planned, args.overwrite)
+    deblurrer = load(args.model, device=args.device, dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir)
+    written = 0
+    for src, dsts in tqdm(planned, desc=f"restore {card.name}", unit="img", disable=args.quiet):
+        img = read_image(src)
+        if args.moments:
+            results = deblurrer.restore_moments(img, n=args.moments, batch_size=args.batch_size)
+        else:
+            results = [deblurrer.restore(img, u=args.u, batch_size=args.batch_size)]
+        for dst, result in zip(dsts, results):
+            write_image(dst, result, overwrite=args.overwrite)
+            written += 1
+    if not args.quiet:
+        print(f"wrote {written} image(s) to {out}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- weights
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .models import get_card
+    from .weights import download
+
+    print(download(get_card(args.name), cache_dir=args.cache_dir))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .models import get_arch, get_card
+    from .weights import load_pretrained_into, push_to_hub, save_pretrained
+
+    card = get_card(args.name)
+    model = get_arch(card.architecture).builder(**card.arch_kwargs)
+    load_pretrained_into(model, card, weights=args.weights, cache_dir=args.cache_dir)
+    dtype = None
+    if args.dtype:
+        from .restore.device import resolve_dtype
+
+        dtype = resolve_dtype(args.dtype)
+    folder = save_pretrained(model, card, args.out_dir, dtype=dtype, overwrite=args.overwrite)
+    print(folder)
+    if args.push:
+        sha = push_to_hub(folder, args.push, revision=args.revision, private=args.private)
+        print(f"pushed {folder} to {args.push} (commit {sha})")
+    return 0
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from .weights.official import import_cfmd_gan_official
+
+    importers = {"cfmd-gan": lambda: import_cfmd_gan_official(args.pth, args.out_dir, variant=args.variant
+                                                              or "cfmd-gan.paper", overwrite=args.overwrite)}
+    print(importers[args.method]())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+
+def _wants_train(argv: Sequence[str]) -> bool:
+    """Whether the command is ``train`` (the trainer, and its imports, load only then)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a == "train"
+    return False
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors")
+    parser = _Parser(prog="facedeblur", description="Face motion deblurring model zoo.")
+    parser.add_argument("--version", action="version", version=f"facedeblur {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="list zoo models",
+                       description="List zoo model variants (the default variant of each family is marked *).")
+    p.add_argument("pattern", nargs="?", default="*", metavar="PATTERN", help="glob on names or families")
+    p.add_argument("--task", choices=("image", "image-continuous", "video", "pipeline"))
+    p.add_argument("--pretrained", action="store_true", help="only models with trained weights")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", parents=[common], help="show a model card")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="the card as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("restore", parents=[common], help="restore image files and folders",
+                       description="Restore images (files or folders, searched recursively) into OUT, mirroring "
+                                   "names. Inputs are never overwritten; existing outputs only with --overwrite.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder (or, for one input file, an output file name)")
+    p.add_argument("--model", required=True, metavar="NAME", help="zoo name, hf-hub:ORG/REPO or local-dir:PATH")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--u", type=_unit_float, metavar="U", help="moment in [0, 1] (continuous models; default: card)")
+    g.add_argument("--moments", type=_moments, metavar="N",
+                   help="write N moments u = k/(N-1) as NAME_m00..NAME_mNN (continuous models)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda[:N], mps")
+    p.add_argument("--dtype", choices=_DTYPES, default=None, help="inference dtype (default float32)")
+    p.add_argument("--weights", metavar="PATH", help="weights file or folder (default: embedded / Hub)")
+    p.add_argument("--cache-dir", metavar="DIR", help="download cache")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="batch size for moments (default 8)")
+    p.add_argument("--ext", default="png", choices=("png", "tif", "tiff", "jpg", "jpeg", "webp", "bmp"),
+                   help="output format (default png, lossless)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("download", parents=[common], help="download a model's weights into the cache")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--cache-dir", metavar="DIR")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("export", parents=[common], help="save a model as safetensors + config.json (and push)",
+                       description="Load trained weights and write a folder loadable by facedeblur.load(..., "
+                                   "weights=DIR) or 'local-dir:DIR'; optionally push it to the Hugging Face Hub.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("out_dir", metavar="DIR")
+    p.add_argument("--weights", metavar="PATH", help="weights to export (default: embedded / Hub)")
+    p.add_argument("--dtype", choices=_DTYPES, default=None, help="storage dtype (default: as trained)")
+    p.add_argument("--push", metavar="REPO", help="Hugging Face Hub repository id to push to")
+    p.add_argument("--revision", help="Hub branch to push to")
+    p.add_argument("--private", action="store_true", help="create the Hub repository private")
+    p.add_argument("--cache-dir", metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-official", parents=[common], help="convert the authors' released checkpoint",
+                       description="Convert an official checkpoint (a .pth pickle, read with weights_only "
+                                   "loading) into a facedeblur safetensors folder.")
+    p.add_argument("method", choices=("cfmd-gan",), metavar="METHOD", help="cfmd-gan")
+    p.add_argument("pth", metavar="PTH")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--variant", default=None, help="zoo variant the weights belong to (default cfmd-gan.paper)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder OUT_DIR")
+    p.set_defaults(func=cmd_import_official)
+
+    if _wants_train(argv):
+        try:
+            from .train import add_train_arguments, run_from_args
+        except ImportError as e:
+            p = sub.add_parser("train", parents=[common], help="train a model")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+
+            def unavailable(_: argparse.Namespace, err: ImportError = e) -> int:
+                raise FaceDeblurError(f"training is not available in this install ({err})")
+
+            p.set_defaults(func=unavailable)
+        else:
+            p = sub.add_parser("train", parents=[common], help="train a model")
+            add_train_arguments(p)
+            p.set_defaults(func=run_from_args)
+    else:
+        sub.add_parser("train", help="train a model (see 'facedeblur train --help')")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: returns the exit status (0 ok, 1 runtime error, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser_args = build_parser(argv).parse_args(argv)
+    debug = bool(getattr(parser_args, "debug", False))
+    try:
+        return int(args.func(args) or 0)
+    except FaceDeblurError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"facedeblur: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, permission denied, ...: the user's to fix, not a bug
+        if debug:
+            traceback.print_exc()
+        print(f"facedeblur: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("facedeblur: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Data engine: sharp face videos (and sharp stills) -> cached blurry/sharp training windows -> datasets.
+
+Pipeline for videos (CFMD-GAN §5.1.1 and the authors' data code; Chrysos et al. §3.4):
+
+1. stream the frames, drop repeated frames (clips converted from another frame rate repeat frames);
+2. track 68-point landmarks (any :class:`~facedeblur.data.landmarks.LandmarkDetector`);
+3. windows of N consecutive kept frames, N in {5, 7, 9, 11, 13}, also at temporal stride 2-3 for stronger
+   motion, with the exposure span ``(N-1)*stride+1`` kept within 13 frames (physically plausible, <= 0.5 s);
+4. crop each window at its window-averaged landmark box, enlarged by 0.5x width/height on each side, squared,
+   resized to the face size (area interpolation when shrinking, so high-resolution clips give crisp faces);
+5. keep windows whose frames are all sharp (Laplacian variance of every crop >= a threshold);
+6. order the window's frames by FMR (left-eye x, then y, then time) and store them (uint8 .npy, no pickles);
+7. split train/validation by identity group (``clips.csv``), never by clip.
+
+Sharp stills (e.g. aligned face crops) are blurred on the fly along random camera-shake trajectories
+(:mod:`facedeblur.data.blur`), which gives crisp sources and exactly known moments.
+
+Everything is deterministic given the seed; prepared windows are cached on disk and reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
+from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
+from .sources import Clip, find_clips, iter_frames
+
+__all__ = ["PrepConfig", "prepare_windows", "load_manifest", "WindowTrainSet", "WindowValSet", "build_datasets",
+           "severity_bin", "SEVERITY_BINS", "default_cache_dir"]
+
+SEVERITY_BINS = ((-float("inf"), 28.0, "<28"), (28.0, 32.0, "28-32"), (32.0, 36.0, "32-36"), (36.0, float("inf"), ">=36"))
+
+
+def severity_bin(psnr_db: float) -> str:
+    """Severity bin label of a blurry-input PSNR (dB): <28, 28-32, 32-36, >=36."""
+    for lo, hi, name in SEVERITY_BINS:
+        if lo <= psnr_db < hi:
+            return name
+    return SEVERITY_BINS[-1][2]
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """How windows are cut from videos. The defaults follow CFMD-GAN's data code where it has one."""
+
+    face_size: int = 256
+    frame_counts: tuple[int, ...] = (5, 7, 9, 11, 13)
+    strides: tuple[int, ...] = (1, 2, 3)
+    max_span: int = 13
+    start_step: int = 3
+    windows_per_clip: int = 30
+    enlarge: float = 0.5
+    min_sharpness: float = 50.0
+    duplicate_threshold: float = 0.3  # mean abs difference (grey levels, 64-px thumbnails) below which a frame repeats
+    val_percent: int = 20
+    seed: int = 0
+
+    def combos(self) -> list[tuple[int, int]]:
+        return [(n, s) for n in self.frame_counts for s in self.strides if (n - 1) * s + 1 <= self.max_span]
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FACEDEBLUR_CACHE", Path.home() / ".cache" / "facedeblur")) / "data"
+
+
+def _is_val(identity: str, cfg: PrepConfig) -> bool:
+    return zlib.crc32(f"{cfg.seed}:{identity}".encode()) % 100 < cfg.val_percent
+
+
+def _thumb(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _dedup(frames: Iterator[np.ndarray], threshold: float, kept: list[int]) -> Iterator[np.ndarray]:
+    last = None
+    for i, rgb in enumerate(frames):
+        th = _thumb(rgb)
+        if last is not None and float(np.abs(th - last).mean()) < threshold:
+            continue
+        last = th
+        kept.append(i)
+        yield rgb
+
+
+def _crop_box(boxes: np.ndarray, enlarge: float) -> tuple[float, float, float]:
+    """Window-averaged landmark box -> enlarged square (cx, cy, side)."""
+    x0, y0, x1, y1 = boxes.mean(axis=0)
+    w, h = x1 - x0, y1 - y0
+    x0, y0, x1, y1 = x0 - enlarge * w, y0 - enlarge * h, x1 + enlarge * w, y1 + enlarge * h
+    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+
+
+def _crop(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    import cv2
+
+    scale = size / side
+    m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], dtype=np.float64)
+    if scale < 1:  # shrink with area averaging: crisp, alias-free faces from high-resolution clips
+        x0, y0 = int(np.floor(cx - side / 2)), int(np.floor(cy - side / 2))
+        s = int(np.ceil(side)) + 2
+        pad = max(0, -x0, -y0, x0 + s - rgb.shape[1], y0 + s - rgb.shape[0])
+        src = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
+        patch = src[y0 + pad:y0 + pad + s, x0 + pad:x0 + pad + s]
+        k = size / side
+        small = cv2.resize(patch, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        off_x, off_y = (cx - side / 2 - x0) * k, (cy - side / 2 - y0) * k
+        m = np.array([[1, 0, -off_x], [0, 1, -off_y]], dtype=np.float64)
+        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _sharpness(rgb: np.ndarray) -> float:
+    import cv2
+
+    return float(cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def _prepare_clip(clip: Clip, out_dir: Path, cfg: PrepConfig, detector: LandmarkDetector) -> list[dict[str, Any]]:
+    kept: list[int] = []
+    faces = list(track_faces(_dedup(iter_frames(clip), cfg.duplicate_threshold, kept), detector))
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(clip.name.encode())])
+    combos = cfg.combos()
+    windows = []
+    for start in range(0, len(kept), cfg.start_step):
+        n, stride = combos[rng.integers(len(combos))]
+        pos = list(range(start, start + (n - 1) * stride + 1, stride))
+        if pos[-1] >= len(kept) or any(faces[p] is None for p in pos):
+            continue
+        windows.append((n, stride, pos))
+    if len(windows) > cfg.windows_per_clip:
+        pick = sorted(rng.choice(len(windows), cfg.windows_per_clip, replace=False))
+        windows = [windows[i] for i in pick]
+    if not windows:
+        return []
+    boxes = [_crop_box(np.array([faces[p].landmark_box() for p in pos]), cfg.enlarge) for _, _, pos in windows]
+    need: dict[int, list[int]] = {}
+    for w, (_, _, pos) in enumerate(windows):
+        for p in pos:
+            need.setdefault(kept[p], []).append(w)
+    crops: dict[tuple[int, int], np.ndarray] = {}
+    for i, rgb in enumerate(iter_frames(clip)):
+        for w in need.get(i, ()):
+            crops[(w, i)] = _crop(rgb, *boxes[w], cfg.face_size)
+        if i >= max(need):
+            break
+    records = []
+    for w, (n, stride, pos) in enumerate(windows):
+        frames = np.stack([crops[(w, kept[p])] for p in pos])
+        if min(_sharpness(f) for f in frames) < cfg.min_sharpness:
+            continue
+        cx, cy, side = boxes[w]
+        scale = cfg.face_size / side
+        eyes = np.array([(left_eye(faces[p]) - (cx - side / 2, cy - side / 2)) * scale for p in pos])
+        order = fmr_order(eyes)
+        frames = frames[order]
+        blurry = average_frames(frames)
+        fname = f"{clip.name}_{w:03d}.npy"
+        np.save(out_dir / fname, frames)
+        records.append({
+            "file": fname, "clip": clip.name, "identity": clip.identity, "n": n, "stride": stride,
+            "start_frame": kept[pos[0]], "fmr_order": [int(o) for o in order],
+            "severity": psnr_uint8(blurry, frames[(n - 1) // 2]),
+            "severity_temporal_centre": psnr_uint8(blurry, crops[(w, kept[pos[(n - 1) // 2]])]),
+            "split": "val" if _is_val(clip.identity, cfg) else "train"})
+    return records
+
+
+def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, cfg: PrepConfig = PrepConfig(),
+                    detector: LandmarkDetector | None = None, progress: bool = True) -> Path:
+    """Cut, crop, filter and FMR-order windows from every clip under ``data_dir``; returns the manifest path.
+
+    Clips already prepared with the same config are skipped, so an interrupted run resumes.
+    """
+    from tqdm.auto import tqdm
+
+    data_dir = Path(data_dir)
+    root = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
+    clips = find_clips(root)
+    out = Path(cache_dir or default_cache_dir()) / f"windows-{cfg.digest()}"
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    bar = tqdm(clips, desc="preparing windows", unit="clip", disable=not progress)
+    for clip in bar:
+        done = out / "clips" / f"{clip.name}.json"
+        if done.exists():
+            records += json.loads(done.read_text())
+            continue
+        bar.set_postfix_str(clip.name)
+        detector = detector or default_detector()  # only built when a clip still needs landmarks
+        recs = _prepare_clip(clip, out, cfg, detector)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(recs))
+        os.replace(tmp, done)
+        records += recs
+    if not records:
+        raise DataError(f"no usable windows in {root}: no faces found or every window failed the sharpness filter "
+                        f"(min_sharpness={cfg.min_sharpness})")
+    manifest = out / "manifest.json"
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": asdict(cfg), "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def load_manifest(manifest: str | Path) -> tuple[Path, list[dict[str, Any]]]:
+    manifest = Path(manifest)
+    if not manifest.exists():
+        raise DataError(f"no prepared windows at {manifest}; run facedeblur.data.prepare_windows first")
+    return manifest.parent, json.loads(manifest.read_text())["windows"]
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+def _scale_crop(imgs: list[np.ndarray], crop: int, scale_range: tuple[float, float]) -> list[np.ndarray]:
+    """Random up-scale (bicubic) in ``scale_range`` then one random ``crop`` x ``crop`` window for all images
+    (CFMD-GAN §5.1.2). Uses torch's global RNG so a resumed run restores it exactly."""
+    import cv2
+
+    s = float(scale_range[0] + (scale_range[1] - scale_range[0]) * torch.rand(()).item())
+    h, w = imgs[0].shape[:2]
+    nh, nw = max(crop, round(h * s)), max(crop, round(w * s))
+    if (nh, nw) != (h, w):
+        imgs = [cv2.resize(im, (nw, nh), interpolation=cv2.INTER_CUBIC) for im in imgs]
+    y = int(torch.randint(0, nh - crop + 1, ()).item())
+    x = int(torch.randint(0, nw - crop + 1, ()).item())
+    return [im[y:y + crop, x:x + crop] for im in imgs]
+
+
+@dataclass
+class StillsSource:
+    """Sharp stills blurred on the fly along camera-shake trajectories."""
+
+    paths: list[Path]
+    extent_range: tuple[float, float] = (1.0, 14.0)
+    frame_counts: tuple[int, ...] = (5, 7, 9, 11, 13)
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        import cv2
+
+        path = self.paths[index % len(self.paths)]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"cannot read still image {path}")
+        img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        seed = int(torch.randint(0, 2 ** 31 - 1, ()).item())
+        rng = np.random.default_rng(seed)
+        n = int(rng.choice(self.frame_counts))
+        lo, hi = np.log(self.extent_range[0]), np.log(self.extent_range[1])
+        traj = shake_trajectory(rng, n, float(np.exp(rng.uniform(lo, hi))))
+        frames = render_trajectory(img, traj)
+        # FMR on the pose of a point at the image-left eye of an aligned face (trajectory order by x, y, time)
+        h, w = img.shape[:2]
+        eye = np.array([0.35 * w, 0.4 * h])
+        eyes = []
+        for dx, dy, ang in traj:
+            t = np.deg2rad(-ang)
+            c = np.array([w / 2, h / 2])
+            rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+            eyes.append(rot @ (eye - c) + c + (dx, dy))
+        order = fmr_order(np.array(eyes) * 4)  # quarter-pixel grid: sub-pixel paths still order cleanly
+        frames = frames[order]
+        i = int(rng.integers(n))
+        return average_frames(frames), frames[i], i / (n - 1)
+
+
+class WindowTrainSet(torch.utils.data.Dataset):
+    """Training samples (CFMD-GAN §4.1/§5.1.2): a window's blurry average, one FMR-ordered sharp frame and its
+    u = i/(N-1); plus identity pairs (a sharp frame as its own input, so sharp faces are left alone) and
+    stills blurred along random trajectories. Random up-scale 1.0-1.5 and crop."""
+
+    def __init__(self, root: Path, windows: list[dict[str, Any]], *, crop: int, scale_range: tuple[float, float],
+                 epoch_samples: int, identity_fraction: float = 0.1, stills: StillsSource | None = None,
+                 stills_fraction: float = 0.3) -> None:
+        if not windows:
+            raise DataError("no training windows")
+        self.root, self.windows, self.crop, self.scale_range = root, windows, crop, tuple(scale_range)
+        self.epoch_samples = epoch_samples
+        self.identity_fraction = identity_fraction
+        self.stills = stills
+        self.stills_fraction = stills_fraction if stills is not None and stills.paths else 0.0
+
+    def __len__(self) -> int:
+        return self.epoch_samples
+
+    def _frames(self, w: int) -> np.ndarray:
+        return np.load(self.root / self.windows[w]["file"], mmap_mode="r", allow_pickle=False)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        r = float(torch.rand(()).item())
+        if r < self.stills_fraction:
+            blurry, sharp, u = self.stills.sample(int(torch.randint(0, 2 ** 31 - 1, ()).item()))
+        else:
+            w = int(torch.randint(0, len(self.windows), ()).item())
+            frames = self._frames(w)
+            n = len(frames)
+            i = int(torch.randint(0, n, ()).item())
+            sharp = np.asarray(frames[i])
+            if r < self.stills_fraction + self.identity_fraction:
+                blurry = sharp
+            else:
+                blurry = average_frames(frames)
+            u = i / (n - 1)
+        blurry, sharp = _scale_crop([blurry, sharp], self.crop, self.scale_range)
+        sev = psnr_uint8(blurry, sharp)
+        return {"blurry": _to_tensor(blurry), "sharp": _to_tensor(sharp), "u": torch.tensor(u, dtype=torch.float32),
+                "severity": torch.tensor(min(sev, 100.0), dtype=torch.float32)}
+
+
+class WindowValSet(torch.utils.data.Dataset):
+    """Validation samples: full face crops, u = 0.5, ground truth = the FMR-middle frame (CFMD-GAN protocol:
+    validation on the centre moment). ``frames(i)`` gives all FMR-ordered frames for the Table 4 protocol."""
+
+    def __init__(self, root: Path, windows: list[dict[str, Any]]) -> None:
+        if not windows:
+            raise DataError("no validation windows (no identity group fell into the validation split)")
+        self.root, self.windows = root, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def frames(self, index: int) -> np.ndarray:
+        return np.load(self.root / self.windows[index]["file"], allow_pickle=False)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        frames = self.frames(index)
+        n = len(frames)
+        blurry, sharp = average_frames(frames), frames[(n - 1) // 2]
+        return {"blurry": _to_tensor(blurry), "sharp": _to_tensor(sharp),
+                "u": torch.tensor(((n - 1) // 2) / (n - 1), dtype=torch.float32),
+                "severity": torch.tensor(psnr_uint8(blurry, sharp), dtype=torch.float32)}
+
+
+def _find_stills(data_dir: Path, min_sharpness: float = 100.0) -> list[Path]:
+    import csv
+
+    folder = data_dir / "faces" / "utkface"
+    if not folder.is_dir():
+        return []
+    table = data_dir / "faces" / "utkface_sharpness.csv"
+    if table.exists():
+        with open(table, newline="") as fh:
+            return [folder / r["file"] for r in csv.DictReader(fh)
+                    if float(r["laplacian_var_center128"]) >= min_sharpness and (folder / r["file"]).exists()]
+    return sorted(folder.glob("*.jpg"))
+
+
+def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cache_dir: str | Path | None = None,
+                   progress: bool = True, prep: PrepConfig | None = None, max_val: int | None = None,
+                   recipe: dict[str, Any] | None = None) -> tuple[WindowTrainSet, WindowValSet]:
+    """(train, val) datasets for ``card``'s training recipe from a folder of videos (and ``faces/`` stills).
+
+    Items are dicts {"blurry", "sharp": float [3,H,W] in [0,1], "u": scalar, "severity": blurry-input PSNR (dB)}.
+    The split is by identity group; windows are prepared once and cached under ``cache_dir``.
+    """
+    data_dir = Path(data_dir)
+    prep = prep or PrepConfig(seed=seed)
+    training = dict(getattr(card, "training", {}) or {})
+    training.update(recipe or {})
+    root, windows = load_manifest(prepare_windows(data_dir, cache_dir, prep, progress=progress))
+    train_w = [w for w in windows if w["split"] == "train"]
+    val_w = [w for w in windows if w["split"] == "val"]
+    # a seeded shuffle, so that "the first K validation items" is a fair sample across identities
+    val_w = [val_w[i] for i in np.random.default_rng(seed).permutation(len(val_w))][:max_val]
+    stills = _find_stills(data_dir)
+    stills_src = StillsSource(stills) if stills else None
+    train = WindowTrainSet(root, train_w, crop=int(training.get("crop", 256)),
+                           scale_range=tuple(training.get("scale_aug", (1.0, 1.5))),
+                           epoch_samples=int(training.get("epoch_samples", 12000)),
+                           identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
+                           stills_fraction=float(training.get("stills_fraction", 0.3)))
+    return train, WindowValSet(root, val_w)

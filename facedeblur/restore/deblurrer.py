@@ -1,0 +1,315 @@
+"""The :class:`Deblurrer`: one restore API over every model of the zoo, and :func:`load`."""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections import deque
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CapabilityError, InputError
+from ..models._registry import ModelCard
+from .convert import Prepared, prepare
+from .device import dtype_name, resolve_device, resolve_dtype, warn_if_slow_bf16
+
+__all__ = ["Deblurrer", "load"]
+
+
+def _progress(total: int | None, enabled: bool, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, leave=False)
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
+    return int(batch_size)
+
+
+class Deblurrer:
+    """A model with its card, on a device, ready to restore images, moments and videos.
+
+    Build it with :func:`facedeblur.load` (trained weights). ``Deblurrer(model, card, device, dtype)`` wraps
+    any network whose forward follows the card (used by tests and by the trainer's previews).
+    """
+
+    def __init__(self, model: nn.Module, card: ModelCard, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype | None = None) -> None:
+        if not isinstance(card, ModelCard):
+            raise TypeError(f"card must be a facedeblur ModelCard, not {type(card).__name__}")
+        self.card = card
+        self.dtype: torch.dtype = resolve_dtype(dtype, tuple(card.capabilities.dtypes), f"model {card.name!r}")
+        self.device: torch.device = resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        warn_if_slow_bf16(self.device, self.dtype)
+
+    # ------------------------------------------------------------------------------------------ basics
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def to(self, device: str | torch.device) -> "Deblurrer":
+        """Move to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ...); returns ``self``."""
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        warn_if_slow_bf16(self.device, self.dtype)
+        return self
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        caps = self.card.capabilities
+        extra = f", default_u={caps.default_u}" if caps.continuous_u else ""
+        extra += f", frame_window={caps.frame_window}" if caps.frame_window > 1 else ""
+        return (f"Deblurrer(model={self.card.name!r}, task={self.card.task!r}, params={n / 1e6:.2f}M, "
+                f"device={str(self.device)!r}, dtype={dtype_name(self.dtype)}{extra})")
+
+    # ------------------------------------------------------------------------------------------ u
+
+    def _check_u_value(self, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise CapabilityError(f"u must be a number in [0, 1], not {v!r}")
+        f = float(v)
+        if math.isnan(f) or not 0.0 <= f <= 1.0:
+            raise CapabilityError(f"u = {f!r} is outside [0, 1]; the moment control factor u of {self.card.name!r} "
+                                  "runs from 0 (start of the exposure) to 1 (end)")
+        return f
+
+    def _no_u_error(self) -> CapabilityError:
+        from ..models import list_models
+
+        with_u = ", ".join(list_models(task="image-continuous")) or "none in this zoo"
+        return CapabilityError(f"model {self.card.name!r} has no control factor u; drop u= (models with u: {with_u})")
+
+    def _resolve_u(self, u: Any, n: int) -> list[float | None]:
+        caps = self.card.capabilities
+        if not caps.continuous_u:
+            if u is not None:
+                raise self._no_u_error()
+            return [None] * n
+        if u is None:
+            if caps.default_u is None:
+                raise CapabilityError(f"model {self.card.name!r} has no default u; pass u= in [0, 1]")
+            u = caps.default_u
+        if isinstance(u, torch.Tensor):
+            u = u.detach().cpu().tolist()
+        elif isinstance(u, np.ndarray):
+            u = u.tolist()
+        if isinstance(u, (list, tuple)):
+            vals = [self._check_u_value(v) for v in u]
+            if len(vals) != n:
+                raise CapabilityError(f"u has {len(vals)} values for {n} image(s); pass one u or one per image "
+                                      "(for several moments of one image use restore_moments)")
+            return list(vals)
+        return [self._check_u_value(u)] * n
+
+    # ------------------------------------------------------------------------------------------ core
+
+    def _forward(self, x: torch.Tensor, us: list[float | None]) -> torch.Tensor:
+        """(B, 3, H, W) or (B, T, 3, H, W) RGB float in [0, 1] -> (B, 3, H, W) float32 in [0, 1]."""
+        inp = self.card.input
+        lo, hi = (float(v) for v in inp.value_range)
+        h, w = x.shape[-2:]
+        x = x.float()
+        if inp.channel_order.lower() == "bgr":
+            x = x.flip(-3)
+        m = max(int(inp.pad_multiple or 1), 1)
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:  # reflect needs pad < size; replicate for images smaller than that
+            flat = x.reshape(-1, *x.shape[-3:])
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            flat = F.pad(flat, (0, pw, 0, ph), mode=mode)
+            x = flat.reshape(*x.shape[:-2], h + ph, w + pw)
+        if (lo, hi) != (0.0, 1.0):
+            x = x * (hi - lo) + lo
+        x = x.to(self.dtype)
+        if self.card.capabilities.continuous_u:
+            out = self.model(x, torch.tensor(us, dtype=torch.float32, device=x.device))
+        else:
+            out = self.model(x)
+        if isinstance(out, (list, tuple)):  # multi-scale outputs (MIMO-UNet, CFMD-GAN): the last is full size
+            out = out[-1]
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != 3 or out.shape[-2] < h \
+                or out.shape[-1] < w:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise RuntimeError(f"model {self.card.name!r} returned {got}, expected a (N, 3, >={h}, >={w}) tensor")
+        out = out[..., :h, :w].float()
+        if (lo, hi) != (0.0, 1.0):
+            out = (out - lo) / (hi - lo)
+        if inp.channel_order.lower() == "bgr":
+            out = out.flip(-3)
+        return out.clamp_(0.0, 1.0)
+
+    def _run(self, frames: Sequence[torch.Tensor], us: Sequence[float | None], batch_size: int,
+             progress: bool = False) -> list[torch.Tensor]:
+        """Restore ``frames`` ((3, H, W) or (T, 3, H, W) windows) in batches of equal size, in input order."""
+        batch_size = _check_batch_size(batch_size)
+        order = sorted(range(len(frames)), key=lambda i: tuple(frames[i].shape))
+        outs: list[torch.Tensor | None] = [None] * len(frames)
+        chunks: list[list[int]] = []
+        for i in order:
+            if chunks and len(chunks[-1]) < batch_size and frames[chunks[-1][0]].shape == frames[i].shape:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        with torch.inference_mode(), _progress(len(frames), progress, f"restore {self.card.name}", "img") as bar:
+            for chunk in chunks:
+                x = torch.stack([frames[i].to(self.device) for i in chunk])
+                y = self._forward(x, [us[i] for i in chunk])
+                for i, yi in zip(chunk, y):
+                    outs[i] = yi
+                bar.update(len(chunk))
+        return outs  # type: ignore[return-value]
+
+    def _frames_for_model(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Multi-frame models see a single image as a clip of identical frames (edge replication)."""
+        t = int(self.card.capabilities.frame_window)
+        return frames if t <= 1 else [f.unsqueeze(0).expand(t, *f.shape) for f in frames]
+
+    # ------------------------------------------------------------------------------------------ API
+
+    def restore(self, img: Any, u: float | Sequence[float] | None = None, channel_order: str = "rgb",
+                batch_size: int = 8, progress: bool = False) -> Any:
+        """Restore one image, a batch, or a list; returns the input's kind (dtype, layout, alpha, PIL mode).
+
+        ``img``: numpy HxW / HxWx3 / HxWx4 / NxHxWxC (uint8, uint16, float in [0, 1]); PIL image; path (returns a
+        numpy array); torch CHW / NCHW float tensor in [0, 1]; or a list of these. ``channel_order="bgr"`` for
+        OpenCV arrays. ``u``: the moment in [0, 1] for continuous models (CFMD-GAN, paper Eq. 7; default: the
+        card's ``default_u``), one float or one per image; an error for models without ``u``. Any size is padded
+        to the card's ``pad_multiple`` (reflect) and cropped back. Multi-frame models treat each image as a
+        one-frame clip; use :meth:`restore_video` for sequences.
+        """
+        prep = prepare(img, channel_order)
+        us = self._resolve_u(u, len(prep.frames))
+        outs = self._run(self._frames_for_model(prep.frames), us, batch_size, progress)
+        return prep.finish(outs)
+
+    __call__ = restore
+
+    def restore_moments(self, img: Any, n: int = 7, us: Sequence[float] | None = None, channel_order: str = "rgb",
+                        batch_size: int = 8, progress: bool = False) -> list[Any]:
+        """The sharp moments of one blurry input at ``u_k = k / (n - 1)``, k = 0..n-1, or at explicit ``us``
+        (which override ``n``): a list of outputs of the input's kind. Continuous models only (CFMD-GAN §3:
+        u = 0 and 1 are the ends of the exposure)."""
+        if not self.card.capabilities.continuous_u:
+            raise self._no_u_error()
+        if us is None:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+                raise CapabilityError(f"n must be an integer >= 2 (moments at u = k/(n-1)), not {n!r}; for a single "
+                                      "moment use restore(img, u=...)")
+            moments = [k / (int(n) - 1) for k in range(int(n))]
+        else:
+            if isinstance(us, (torch.Tensor, np.ndarray)):
+                us = us.tolist()
+            if isinstance(us, (str, bytes)) or not isinstance(us, Iterable):
+                raise CapabilityError(f"us must be a sequence of numbers in [0, 1], not {us!r}")
+            moments = [self._check_u_value(v) for v in us]
+            if not moments:
+                raise CapabilityError("us is empty; pass at least one u in [0, 1]")
+        prep = prepare(img, channel_order)
+        k = len(prep.frames)
+        frames = self._frames_for_model(prep.frames) * len(moments)
+        uu = [m for m in moments for _ in range(k)]
+        outs = self._run(frames, uu, batch_size, progress)
+        return [prep.finish(outs[j * k:(j + 1) * k]) for j in range(len(moments))]
+
+    def restore_video(self, frames: Iterable[Any], u: float | None = None, channel_order: str = "rgb",
+                      batch_size: int = 8, progress: bool = True) -> Iterator[Any]:
+        """Restore a stream of frames lazily; yields restored frames of each input's kind, in order.
+
+        Holds at most ``batch_size`` (+ the model's ``frame_window``) frames: pass a generator (e.g. frames read
+        from ``cv2.VideoCapture``) to process videos of any length. Single-image models restore each frame;
+        multi-frame models (``frame_window`` T > 1) restore the centre of a sliding window of T frames, the
+        first and last frames replicated at the edges.
+        """
+        if isinstance(frames, (np.ndarray, torch.Tensor, str, os.PathLike)) or not isinstance(frames, Iterable):
+            raise InputError("restore_video takes an iterable of frames (a list or a generator of HxWx3 arrays); "
+                             "for an NxHxWx3 array use list(array) or restore(array)")
+        batch_size = _check_batch_size(batch_size)
+        uu = self._resolve_u(u, 1)[0]
+        order = channel_order
+        t = int(self.card.capabilities.frame_window)
+        total = len(frames) if hasattr(frames, "__len__") else None  # type: ignore[arg-type]
+        return self._video(frames, uu, order, batch_size, progress, t, total)
+
+    def _video(self, frames: Iterable[Any], u: float | None, order: str, batch_size: int, progress: bool,
+               t: int, total: int | None) -> Iterator[Any]:
+        def prep_frame(frame: Any, index: int) -> Prepared:
+            p = prepare(frame, order, _nested=True)
+            if len(p.frames) != 1:
+                raise InputError(f"video frame {index} holds {len(p.frames)} images; each frame must be one image")
+            return p
+
+        bar = _progress(total, progress, f"video {self.card.name}", "frame")
+        try:
+            pending: list[tuple[Prepared, torch.Tensor]] = []
+
+            def flush() -> Iterator[Any]:
+                outs = self._run([w for _, w in pending], [u] * len(pending), batch_size)
+                for (p, _), out in zip(pending, outs):
+                    bar.update(1)
+                    yield p.finish([out])
+                pending.clear()
+
+            if t <= 1:
+                for i, frame in enumerate(frames):
+                    p = prep_frame(frame, i)
+                    pending.append((p, p.frames[0]))
+                    if len(pending) >= batch_size:
+                        yield from flush()
+            else:
+                half = (t - 1) // 2  # window index of the restored (centre) frame
+                buf: deque[Prepared] = deque(maxlen=t)
+                shape = None
+                for i, frame in enumerate(frames):
+                    p = prep_frame(frame, i)
+                    if shape is None:
+                        shape = p.frames[0].shape
+                        buf.extend([p] * half)
+                    elif p.frames[0].shape != shape:
+                        raise InputError(f"video frame {i} is {tuple(p.frames[0].shape[-2:])} but frame 0 is "
+                                         f"{tuple(shape[-2:])}; all frames of a video must have one size")
+                    buf.append(p)
+                    if len(buf) == t:
+                        pending.append((buf[half], torch.stack([b.frames[0] for b in buf])))
+                        if len(pending) >= batch_size:
+                            yield from flush()
+                if buf:
+                    last = buf[-1]
+                    for _ in range(t - 1 - half):
+                        buf.append(last)
+                        if len(buf) == t:
+                            pending.append((buf[half], torch.stack([b.frames[0] for b in buf])))
+                            if len(pending) >= batch_size:
+                                yield from flush()
+            if pending:
+                yield from flush()
+        finally:
+            bar.close()
+
+
+def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Deblurrer:
+    """A ready :class:`Deblurrer` for zoo model ``name`` (``"cfmd-gan"``, ``"cfmd-gan.paper"``, ``"hf-hub:ORG/REPO"``,
+    ``"local-dir:PATH"``) with its trained weights: ``weights`` (a file or a folder saved by
+    ``facedeblur export``), else the embedded file, else the Hugging Face Hub (cached in ``cache_dir``).
+    Never random: without weights the typed :class:`~facedeblur.errors.WeightsError` propagates.
+
+    ``device``: ``"auto"`` (cuda, then mps, then cpu) or a device; ``dtype``: None (float32) or one of the card's
+    ``capabilities.dtypes``.
+    """
+    from ..models import get_arch, get_card
+    from ..weights import load_pretrained_into
+
+    card = get_card(name)
+    torch_dtype = resolve_dtype(dtype, tuple(card.capabilities.dtypes), f"model {card.name!r}")
+    dev = resolve_device(device)
+    model = get_arch(card.architecture).builder(**card.arch_kwargs)
+    load_pretrained_into(model, card, weights=weights, cache_dir=cache_dir)
+    return Deblurrer(model, card, dev, torch_dtype)

@@ -1,0 +1,758 @@
+"""The training engine shared by every architecture (CFMD-GAN recipe: paper §4.3, §5.1.2).
+
+* GAN training when the architecture registers a discriminator and the recipe's adversarial weight is > 0
+  (one D step, then one G step per iteration, paper §4.3 "optimized alternately"); plain supervised
+  training otherwise. ``u`` is fed to the generator for task ``image-continuous``.
+* Adam per recipe, ExponentialLR stepped once per epoch (``epoch_samples`` samples), AMP on CUDA only,
+  optional gradient clipping and EMA of the generator.
+* The sample stream is a pure function of (seed, sample position): index from a seeded permutation and a
+  per-sample seed for the dataset's random augmentation. Together with the checkpointed RNG, model,
+  optimizer and scheduler states this makes ``resume`` continue bit for bit.
+* DDP under ``torchrun``: each rank takes its own slice of every global batch; only rank 0 logs, validates
+  and writes checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import random
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
+from tqdm.auto import tqdm
+
+from ..errors import CapabilityError, DataError
+from ..models import get_arch, get_card
+from ..models._registry import ModelCard
+from .checkpoint import (CheckpointError, atomic_write_text, load_state, rng_state, save_state,
+                         save_tensors_atomic, set_rng_state)
+from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
+                          shutdown_distributed)
+from .losses import build_perceptual, discriminator_loss, generator_loss
+from .recipes import Recipe, resolve_recipe
+from .validation import format_table, psnr, ssim, summarize
+
+__all__ = ["TrainOptions", "TrainResult", "Trainer", "train", "SampleStream", "SeededDataset"]
+
+_CKPT_NAME = "checkpoint.safetensors"
+_MASK64 = (1 << 64) - 1
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+@dataclass
+class TrainOptions:
+    """Run options that are not part of the recipe (the recipe is the model's training section)."""
+
+    max_steps: int | None = None        # stop when the global step reaches this (absolute, survives resume)
+    max_minutes: float | None = None    # wall-clock budget of this invocation
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    amp: str = "auto"                   # auto (bf16 on CUDA if supported, else off) | off | bf16 | fp16
+    workers: int = 2
+    val_batch: int = 4
+    val_max: int | None = None          # validate on the first N items only
+    resume: bool | str = "auto"         # "auto": resume when <out_dir>/last/ has a checkpoint; True: must; path
+    export: str | None = None           # also write the final generator (save_pretrained) here
+    gan: bool = True                    # False: supervised even when the architecture has a discriminator
+    progress: bool = True
+    data_desc: str = ""                 # recorded in the training record (what data the run used)
+    handle_signals: bool = True         # catch SIGTERM/SIGINT, save, stop cleanly
+
+
+@dataclass
+class TrainResult:
+    """What a run did."""
+
+    run_dir: Path
+    step: int
+    status: str                          # finished | max_steps | time_budget | interrupted (SIGTERM) ...
+    wall_time_s: float
+    best: dict[str, Any] | None = None   # validation table of the best step (by mean PSNR gain)
+    last_validation: dict[str, Any] | None = None
+    exported: list[str] = dataclasses.field(default_factory=list)
+    perceptual_loss: str = ""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status.startswith("interrupted")
+
+
+# ------------------------------------------------------------------------------------------ data stream
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+class SampleStream(Sampler):
+    """Infinite stream of ``(index, sample_seed)`` for one rank, starting at a global step.
+
+    Global sample position ``p`` maps to chunk ``p // n`` (a permutation of the ``n`` items seeded by
+    (seed, chunk)) and a per-sample seed; global step ``s`` covers positions ``[s*B*W, (s+1)*B*W)`` and rank
+    ``r`` takes the ``r``-th block of ``B`` of them (the split DistributedSampler makes, but resumable mid-epoch).
+    """
+
+    def __init__(self, n_items: int, batch: int, *, seed: int = 0, start_step: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if n_items <= 0:
+            raise DataError("the training dataset is empty; check --data")
+        self.n, self.batch, self.seed = n_items, batch, seed
+        self.start_step, self.rank, self.world = start_step, rank, world_size
+        self._chunk, self._perm = -1, None
+
+    def _index(self, p: int) -> int:
+        chunk = p // self.n
+        if chunk != self._chunk:
+            g = torch.Generator().manual_seed(_splitmix64(self.seed * 1_000_003 + chunk) & 0x7FFF_FFFF_FFFF_FFFF)
+            self._perm, self._chunk = torch.randperm(self.n, generator=g).tolist(), chunk
+        return self._perm[p % self.n]
+
+    def sample_seed(self, p: int) -> int:
+        return _splitmix64(_splitmix64(self.seed + 0x5EED) ^ p) & 0x7FFF_FFFF_FFFF_FFFF
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        step = self.start_step
+        while True:
+            base = (step * self.world + self.rank) * self.batch
+            for p in range(base, base + self.batch):
+                yield self._index(p), self.sample_seed(p)
+            step += 1
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so item ``(index, seed)`` is drawn with torch/numpy/random seeded by ``seed``.
+
+    The dataset's random augmentation (drawn from those global generators) then depends only on the
+    sample's position in the stream, not on worker count or resumption. In the main process the global
+    RNG states are restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        main = get_worker_info() is None
+        if main:
+            saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        torch.default_generator.manual_seed(seed)
+        np.random.seed(seed % (1 << 32))
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            if main:
+                torch.set_rng_state(saved[0])
+                np.random.set_state(saved[1])
+                random.setstate(saved[2])
+
+
+def _check_item(item: Any, where: str) -> None:
+    if not isinstance(item, Mapping) or not {"blurry", "sharp"} <= set(item):
+        raise DataError(f"{where} items must be dicts with 'blurry' and 'sharp' tensors (plus 'u' and 'severity'),"
+                        f" got {type(item).__name__} with keys {sorted(item) if isinstance(item, Mapping) else '-'}")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+def _final(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (list, tuple)) and out and isinstance(out[-1], torch.Tensor):
+        return out[-1]
+    raise TypeError(f"generator returned {type(out).__name__}; expected a tensor or a list of tensors (last = full "
+                    f"resolution)")
+
+
+def _requires_grad(m: nn.Module, flag: bool) -> None:
+    for p in m.parameters():
+        p.requires_grad_(flag)
+
+
+def _hardware(device: torch.device, world: int) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "mps":
+        name = "Apple MPS"
+    else:
+        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"{world} x {name}" if world > 1 else name
+
+
+def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    amp = (amp or "off").lower()
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise CapabilityError(f"amp must be auto, off, bf16 or fp16, not {amp!r}")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise CapabilityError(f"--amp {amp} needs a CUDA device (running on {device}); use --amp off")
+        return None
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _make_optimizer(params, spec: Mapping[str, Any]) -> torch.optim.Optimizer:
+    kw = {"lr": spec["lr"], "betas": tuple(spec["betas"])}
+    for k in ("weight_decay", "eps"):
+        if k in spec:
+            kw[k] = spec[k]
+    cls = torch.optim.AdamW if spec["name"] == "adamw" else torch.optim.Adam
+    return cls(params, **kw)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves a checkpoint and stops at the end of the step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """One training run of a zoo model on prepared datasets; see :func:`train`."""
+
+    def __init__(self, model_name: str | ModelCard, train_ds: Dataset, val_ds: Dataset | None, *,
+                 out_dir: str | os.PathLike, recipe_overrides: Mapping[str, Any] | None = None,
+                 arch_overrides: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
+                 options: TrainOptions | None = None) -> None:
+        self.opt = opt = options or TrainOptions()
+        self.card = model_name if isinstance(model_name, ModelCard) else get_card(model_name)
+        self.arch = get_arch(self.card.architecture)
+        if self.arch.task not in ("image", "image-continuous"):
+            raise CapabilityError(f"{self.card.name}: the training engine handles tasks 'image' and "
+                                  f"'image-continuous', not {self.arch.task!r}")
+        self.continuous = self.arch.task == "image-continuous"
+        self.arch_kwargs = {**self.card.arch_kwargs, **dict(arch_overrides or {})}
+        self.recipe: Recipe = resolve_recipe(self.card.training, config, recipe_overrides)
+        self.gan = bool(opt.gan and self.arch.discriminator and self.recipe.loss.adv > 0)
+        self.run_dir = Path(out_dir)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        if opt.export and Path(opt.export).exists() and (not Path(opt.export).is_dir() or
+                                                         any(Path(opt.export).iterdir())):
+            raise CapabilityError(f"--export {opt.export} exists and is not an empty folder; choose a new folder "
+                                  f"(checked before training so the result is not lost at the end)")
+        if opt.threads:
+            torch.set_num_threads(int(opt.threads))
+
+        self.device = select_device(opt.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        self.main = self.dist.is_main
+        self.amp_dtype = _resolve_amp(opt.amp, self.device)
+        self.global_batch = self.recipe.batch * self.dist.world_size
+        self.steps_per_epoch = self.recipe.steps_per_epoch(self.dist.world_size)
+        self.total_steps = self.recipe.total_steps(self.dist.world_size)
+        if opt.max_steps is not None:
+            self.total_steps = min(self.total_steps, int(opt.max_steps))
+
+        # identical initialisation on every rank (DDP also broadcasts rank 0's weights)
+        torch.manual_seed(opt.seed)
+        np.random.seed(opt.seed % (1 << 32))
+        random.seed(opt.seed)
+        self.g = self.arch.builder(**self.arch_kwargs).to(self.device)
+        self.d: nn.Module | None = None
+        if self.gan:
+            module = importlib.import_module(self.arch.builder.__module__)
+            self.d = getattr(module, self.arch.discriminator)(**self.recipe.discriminator).to(self.device)
+        self.ema: nn.Module | None = None
+        if self.recipe.ema:
+            self.ema = self.arch.builder(**self.arch_kwargs).to(self.device)
+            self.ema.load_state_dict(self.g.state_dict())
+            self.ema.eval()
+            _requires_grad(self.ema, False)
+        # per-rank RNG streams after initialisation (nothing in the models draws from them today)
+        torch.manual_seed(opt.seed + 1 + self.dist.rank)
+
+        self.opt_g = _make_optimizer(self.g.parameters(), self.recipe.optimizer)
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.recipe.lr_decay_per_epoch)
+        self.opt_d = self.sched_d = None
+        if self.d is not None:
+            self.opt_d = _make_optimizer(self.d.parameters(), self.recipe.d_optimizer or self.recipe.optimizer)
+            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.recipe.lr_decay_per_epoch)
+        fp16 = self.amp_dtype == torch.float16
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
+
+        self.perceptual, self.perceptual_status = build_perceptual(self.recipe.loss.per)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
+
+        self.step = 0
+        self.wall_before = 0.0  # wall time of earlier invocations (resume)
+        self.best: dict[str, Any] | None = None
+        self.last_val: dict[str, Any] | None = None
+        self.last_val_step = -1
+        self.resumed_from: str | None = None
+        self._maybe_resume()
+
+        if self.dist.enabled:
+            ddp_kw: dict[str, Any] = {"broadcast_buffers": False}
+            if self.device.type == "cuda":
+                ddp_kw["device_ids"] = [self.device.index]
+            self.g = nn.parallel.DistributedDataParallel(self.g, **ddp_kw)
+            if self.d is not None:
+                self.d = nn.parallel.DistributedDataParallel(self.d, **ddp_kw)
+
+    # ---------------------------------------------------------------------------------- state
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last" / _CKPT_NAME
+
+    def _state(self, wall: float) -> dict[str, Any]:
+        return {
+            "model": self.card.name, "architecture": self.card.architecture, "arch_kwargs": self.arch_kwargs,
+            "recipe": self.recipe.to_dict(), "gan": self.gan, "world_size": self.dist.world_size,
+            "seed": self.opt.seed, "step": self.step, "epoch": self.step // self.steps_per_epoch,
+            "g": _unwrap(self.g).state_dict(), "d": _unwrap(self.d).state_dict() if self.d is not None else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else None,
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict() if self.sched_d else None,
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(), "best": self.best, "last_val_step": self.last_val_step, "wall_time_s": wall,
+        }
+
+    def save_checkpoint(self, wall: float) -> None:
+        """Write ``<run>/last/checkpoint.safetensors`` atomically (rank 0 only)."""
+        if self.main:
+            save_state(self.ckpt_path, self._state(wall))
+
+    def _maybe_resume(self) -> None:
+        res = self.opt.resume
+        path: Path | None = None
+        if isinstance(res, str) and res not in ("auto",):
+            path = Path(res)
+            if path.is_dir():
+                path = path / _CKPT_NAME if (path / _CKPT_NAME).is_file() else path / "last" / _CKPT_NAME
+        elif res == "auto" or res is True:
+            if self.ckpt_path.is_file():
+                path = self.ckpt_path
+            elif res is True:
+                raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; start without --resume")
+        if path is None:
+            return
+        st = load_state(path)
+        if st["architecture"] != self.card.architecture or st["arch_kwargs"] != self.arch_kwargs:
+            raise CheckpointError(f"checkpoint {path} is of {st['architecture']} {st['arch_kwargs']}, this run builds "
+                                  f"{self.card.architecture} {self.arch_kwargs}; use another --out/--name or the "
+                                  f"same model")
+        if bool(st["gan"]) != self.gan:
+            raise CheckpointError(f"checkpoint {path} was trained {'with' if st['gan'] else 'without'} the GAN "
+                                  f"losses; resume it with the same --no-gan setting")
+        if st["recipe"] != self.recipe.to_dict() and self.main:
+            changed = sorted(k for k in st["recipe"] if st["recipe"][k] != self.recipe.to_dict().get(k))
+            print(f"[facedeblur train] note: the recipe differs from the checkpoint's in {changed}; continuing with "
+                  f"the new values (optimizer state is restored from the checkpoint)")
+        if int(st["world_size"]) != self.dist.world_size and self.main:
+            print(f"[facedeblur train] note: the checkpoint was written by {st['world_size']} process(es), this run has "
+                  f"{self.dist.world_size}; the global batch and the epoch length in steps change, so the run will "
+                  f"not repeat the sample order of an uninterrupted one")
+        _unwrap(self.g).load_state_dict(st["g"])
+        if self.d is not None:
+            _unwrap(self.d).load_state_dict(st["d"])
+            self.opt_d.load_state_dict(st["opt_d"])
+            self.sched_d.load_state_dict(st["sched_d"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.sched_g.load_state_dict(st["sched_g"])
+        if st["scaler_g"]:
+            self.scaler_g.load_state_dict(st["scaler_g"])
+        if st["scaler_d"]:
+            self.scaler_d.load_state_dict(st["scaler_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(st["ema"] if st["ema"] is not None else _unwrap(self.g).state_dict())
+        self.step = int(st["step"])
+        self.best = st["best"]
+        self.last_val_step = int(st.get("last_val_step", -1))
+        self.wall_before = float(st["wall_time_s"])
+        if self.dist.rank == 0 or st["world_size"] == 1:
+            set_rng_state(st["rng"])
+        else:
+            torch.manual_seed(self.opt.seed + 1 + self.dist.rank + 7919 * self.step)
+        self.resumed_from = str(path)
+
+    # ---------------------------------------------------------------------------------- logging
+
+    def _log(self, record: Mapping[str, Any]) -> None:
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(record), default=str) + "\n")
+
+    def _run_meta(self, status: str, wall: float) -> dict[str, Any]:
+        return {
+            "model": self.card.name, "architecture": self.card.architecture, "arch_kwargs": self.arch_kwargs,
+            "task": self.arch.task, "recipe": self.recipe.to_dict(), "gan": self.gan,
+            "perceptual_loss": self.perceptual_status,
+            "loss_notes": "D loss = L_Denc + L_Ddec + q_d * L_Q (paper Eq. 13, lambda_Q 0.05; the released code "
+                          "used 1.0 and halved the BCE terms); heads are logits, BCE-with-logits",
+            "options": {k: v for k, v in dataclasses.asdict(self.opt).items()},
+            "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "hardware": _hardware(self.device, self.dist.world_size), "world_size": self.dist.world_size,
+            "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps, "train_items": len(self.train_ds),  # type: ignore[arg-type]
+            "val_items": len(self.val_ds) if self.val_ds is not None else 0,  # type: ignore[arg-type]
+            "data": self.opt.data_desc, "torch": torch.__version__, "step": self.step, "status": status,
+            "wall_time_s": wall, "resumed_from": self.resumed_from, "best": self.best,
+            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _write_meta(self, status: str, wall: float) -> None:
+        if self.main:
+            atomic_write_text(self.run_dir / "run.json", json.dumps(self._run_meta(status, wall), indent=2,
+                                                                    default=str))
+
+    # ---------------------------------------------------------------------------------- steps
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _gen(self, g: nn.Module, b: torch.Tensor, u: torch.Tensor) -> Any:
+        return g(b, u) if self.continuous else g(b)
+
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                       params) -> None:
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.recipe.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.recipe.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One iteration: a D step (GAN only), then a G step. Returns detached loss parts."""
+        nb = self.device.type == "cuda"
+        b = batch["blurry"].to(self.device, non_blocking=nb)
+        s = batch["sharp"].to(self.device, non_blocking=nb)
+        u = batch["u"].to(self.device, torch.float32, non_blocking=nb).reshape(-1) if self.continuous else None
+        with self._autocast():
+            outs = self._gen(self.g, b, u)
+        fake = _final(outs)
+        parts: dict[str, torch.Tensor] = {}
+        d_fake = None
+        if self.d is not None:
+            _requires_grad(self.d, True)
+            with self._autocast():  # real and fake in one batch: one D forward per D step
+                d_all = self.d(torch.cat([s, fake.detach().to(s.dtype)]), torch.cat([b, b]))
+            n = b.shape[0]
+            d_real = {k: v[:n] for k, v in d_all.items()}
+            d_fk = {k: v[n:] for k, v in d_all.items()}
+            d_loss, d_parts = discriminator_loss(d_real, d_fk, u, self.recipe.loss.q_d)
+            self._backward_step(d_loss, self.opt_d, self.scaler_d, self.d.parameters())
+            parts.update(d_parts)
+            d_mod = _unwrap(self.d)
+            _requires_grad(d_mod, False)
+            with self._autocast():
+                d_fake = d_mod(fake.to(b.dtype), b)
+        g_loss, g_parts = generator_loss(outs, s, d_fake=d_fake, u=u, weights=self.recipe.loss,
+                                         perceptual=self.perceptual)
+        self._backward_step(g_loss, self.opt_g, self.scaler_g, self.g.parameters())
+        parts.update(g_parts)
+        if self.ema is not None:
+            decay = self.recipe.ema
+            with torch.no_grad():
+                g_mod = _unwrap(self.g)
+                for pe, p in zip(self.ema.parameters(), g_mod.parameters()):
+                    pe.lerp_(p.detach(), 1.0 - decay)
+                for be, bg in zip(self.ema.buffers(), g_mod.buffers()):
+                    be.copy_(bg)
+        return parts
+
+    # ---------------------------------------------------------------------------------- validation
+
+    def _eval_model(self) -> nn.Module:
+        return self.ema if self.ema is not None else _unwrap(self.g)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any] | None:
+        """PSNR/SSIM of output and of the blurry input vs sharp, overall and by severity bin (rank 0)."""
+        if self.val_ds is None or len(self.val_ds) == 0:  # type: ignore[arg-type]
+            return None
+        ds = self.val_ds
+        if self.opt.val_max is not None and self.opt.val_max < len(ds):  # type: ignore[arg-type]
+            ds = Subset(ds, range(self.opt.val_max))
+        loader = DataLoader(ds, batch_size=self.opt.val_batch, shuffle=False, num_workers=0)
+        model = self._eval_model()
+        was_training = model.training
+        model.eval()
+        mult = max(1, int(self.card.input.pad_multiple))
+        rows = []
+        try:
+            for batch in tqdm(loader, desc="validate", leave=False, disable=not self.opt.progress, unit="batch"):
+                b = batch["blurry"].to(self.device)
+                s = batch["sharp"].float()
+                h, w = b.shape[-2:]
+                ph, pw = (-h) % mult, (-w) % mult
+                bp = F.pad(b, (0, pw, 0, ph), mode="replicate") if ph or pw else b
+                u = batch["u"].to(self.device, torch.float32).reshape(-1) if self.continuous else None
+                with self._autocast():
+                    out = _final(self._gen(model, bp, u))
+                out = out[..., :h, :w].float().clamp(0, 1).cpu()
+                bc = batch["blurry"].float()
+                p_o, s_o, p_b, s_b = psnr(out, s), ssim(out, s), psnr(bc, s), ssim(bc, s)
+                sev = batch["severity"].reshape(-1).double() if "severity" in batch else p_b
+                for i in range(out.shape[0]):
+                    rows.append({"psnr": float(p_o[i]), "ssim": float(s_o[i]), "psnr_blurry": float(p_b[i]),
+                                 "ssim_blurry": float(s_b[i]), "severity": float(sev[i])})
+        finally:
+            model.train(was_training)
+        return summarize(rows)
+
+    def _save_best(self, table: Mapping[str, Any]) -> None:
+        model = self._eval_model()
+        meta = {"format": "facedeblur-generator", "model": self.card.name, "architecture": self.card.architecture,
+                "arch_kwargs": json.dumps(self.arch_kwargs), "step": str(self.step), "ema": str(self.ema is not None),
+                "validation": json.dumps(table)}
+        save_tensors_atomic(self.run_dir / "best.safetensors", dict(model.state_dict()), meta)
+
+    def _validate_and_track(self) -> None:
+        table = self.validate()
+        self.last_val_step = self.step
+        if table is None:
+            return
+        self.last_val = table
+        self._log({"type": "val", "step": self.step, **table})
+        improved = self.best is None or table["psnr_gain"] > self.best["psnr_gain"]
+        if improved:
+            self.best = {**table, "step": self.step}
+            self._save_best(table)
+        tqdm.write(f"[step {self.step}] validation (u = item u; severity = blurry PSNR){' *best*' if improved else ''}"
+                   f"\n{format_table(table)}")
+
+    # ---------------------------------------------------------------------------------- export
+
+    def export(self, out_dirs: list[Path], wall: float) -> list[str]:
+        """Write the trained generator (best by PSNR gain if validated) with ``facedeblur.weights.save_pretrained``."""
+        from .. import weights as weights_mod
+
+        save_pretrained = getattr(weights_mod, "save_pretrained", None)
+        if save_pretrained is None:
+            tqdm.write("[facedeblur train] facedeblur.weights.save_pretrained is not available; not exporting. "
+                       f"The generator weights are in {self.run_dir / 'best.safetensors'} and the last checkpoint.")
+            return []
+        model = self.arch.builder(**self.arch_kwargs)
+        best_file = self.run_dir / "best.safetensors"
+        if self.best is not None and best_file.is_file():
+            model.load_state_dict(load_file(str(best_file)))
+            table, step = self.best, self.best["step"]
+        else:
+            model.load_state_dict({k: v.cpu() for k, v in self._eval_model().state_dict().items()})
+            table, step = self.last_val, self.step
+        model.eval()
+        record = {"data": self.opt.data_desc, "train_items": len(self.train_ds),  # type: ignore[arg-type]
+                  "val_items": len(self.val_ds) if self.val_ds is not None else 0,  # type: ignore[arg-type]
+                  "iterations": self.step, "exported_step": step, "samples": self.step * self.global_batch,
+                  "wall_time_s": round(wall, 1), "hardware": _hardware(self.device, self.dist.world_size),
+                  "torch": torch.__version__, "perceptual_loss": self.perceptual_status, "gan": self.gan,
+                  "ema": self.recipe.ema, "seed": self.opt.seed,
+                  "date": _dt.date.today().isoformat()}
+        training = {**self.recipe.to_dict(), "record": record}
+        metrics = dict(self.card.metrics)
+        if table is not None:
+            metrics["validation"] = {**{k: v for k, v in table.items() if k != "step"}, "step": step,
+                                     "definition": "PSNR/SSIM (skimage, data range 1, RGB) on the validation split at "
+                                                   "the items' u; severity = blurry-input PSNR in dB"}
+        card = dataclasses.replace(self.card, arch_kwargs=dict(self.arch_kwargs), training=training, metrics=metrics,
+                                   training_data=self.opt.data_desc or self.card.training_data)
+        written = []
+        for d in out_dirs:
+            # the run's own export/ folder is replaced; a user --export folder was checked to be empty at start
+            save_pretrained(model, card, d, dtype=torch.float16, overwrite=d == self.run_dir / "export")
+            written.append(str(d))
+            tqdm.write(f"[facedeblur train] exported the generator to {d}")
+        return written
+
+    # ---------------------------------------------------------------------------------- loop
+
+    def _loader(self) -> DataLoader:
+        stream = SampleStream(len(self.train_ds), self.recipe.batch, seed=self.opt.seed,  # type: ignore[arg-type]
+                              start_step=self.step, rank=self.dist.rank, world_size=self.dist.world_size)
+        # own generator: worker base seeds are reproducible and the global RNG is not consumed
+        gen = torch.Generator().manual_seed(_splitmix64(self.opt.seed * 7_919 + self.step) & 0x7FFF_FFFF_FFFF_FFFF)
+        return DataLoader(SeededDataset(self.train_ds), batch_size=self.recipe.batch, sampler=stream,
+                          num_workers=self.opt.workers, pin_memory=self.device.type == "cuda", drop_last=False,
+                          generator=gen)
+
+    def run(self) -> TrainResult:
+        """Train until the recipe's epochs, ``max_steps``, ``max_minutes`` or a signal; returns the result."""
+        opt = self.opt
+        t0 = time.monotonic()
+        stop = _StopFlag()
+        if opt.handle_signals:
+            stop.install()
+        status = "finished"
+        try:
+            if self.main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                print(f"[facedeblur train] {self.card.name}: {'GAN' if self.gan else 'supervised'}, "
+                      f"perceptual loss: {self.perceptual_status}, device {self.device}"
+                      f"{f' x{self.dist.world_size}' if self.dist.enabled else ''}, global batch {self.global_batch}, "
+                      f"{self.steps_per_epoch} steps/epoch, target step {self.total_steps}"
+                      + (f", resumed at step {self.step} from {self.resumed_from}" if self.resumed_from else ""))
+                self._write_meta("running", self.wall_before)
+                self._log({"type": "start" if not self.resumed_from else "resume", "step": self.step,
+                           "perceptual_loss": self.perceptual_status, "world_size": self.dist.world_size})
+            if self.step < self.total_steps:
+                it = iter(self._loader())
+                bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and opt.progress),
+                           desc=self.card.name, dynamic_ncols=True, unit="it")
+                sums: dict[str, torch.Tensor] = {}
+                n_sum, t_win, checked = 0, time.monotonic(), False
+                self.g.train()
+                if self.d is not None:
+                    self.d.train()
+                while self.step < self.total_steps:
+                    batch = next(it)
+                    if not checked:
+                        _check_item(batch, "training")
+                        checked = True
+                    parts = self.train_step(batch)
+                    self.step += 1
+                    if self.step % self.steps_per_epoch == 0:
+                        self.sched_g.step()
+                        if self.sched_d is not None:
+                            self.sched_d.step()
+                    for k, v in parts.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    n_sum += 1
+                    bar.update(1)
+                    if self.step % max(1, opt.log_every) == 0 or self.step == self.total_steps:
+                        dt = max(time.monotonic() - t_win, 1e-9)
+                        avg = {k: float(v) / n_sum for k, v in sums.items()}
+                        rate = n_sum * self.global_batch / dt
+                        if self.main:
+                            self._log({"type": "train", "step": self.step, "epoch": self.step // self.steps_per_epoch,
+                                       "lr": self.opt_g.param_groups[0]["lr"], "samples_per_s": rate, **avg})
+                            shown = {k: f"{avg[k]:.4f}" for k in ("d_total", "g_total", "g_pix") if k in avg}
+                            bar.set_postfix(**shown, sps=f"{rate:.1f}")
+                        sums, n_sum, t_win = {}, 0, time.monotonic()
+                    if opt.val_every and self.step % opt.val_every == 0 and self.step < self.total_steps:
+                        if self.main:
+                            self._validate_and_track()
+                        barrier(self.dist)
+                    elapsed_min = (time.monotonic() - t0) / 60
+                    flag = 0.0
+                    if stop.signum is not None:
+                        flag = float(stop.signum)
+                    elif opt.max_minutes is not None and elapsed_min >= opt.max_minutes:
+                        flag = -1.0
+                    flag = all_reduce_max(flag, self.dist, self.device) if self.dist.enabled else flag
+                    if flag != 0.0:
+                        if flag > 0:
+                            try:
+                                status = f"interrupted ({signal.Signals(int(flag)).name})"
+                            except ValueError:
+                                status = "interrupted"
+                        else:
+                            status = "time_budget"
+                        break
+                    if opt.ckpt_every and self.step % opt.ckpt_every == 0 and self.step < self.total_steps:
+                        self.save_checkpoint(self.wall_before + time.monotonic() - t0)
+                bar.close()
+                del it
+            if status == "finished" and opt.max_steps is not None and self.step >= opt.max_steps and \
+                    self.step < self.recipe.total_steps(self.dist.world_size):
+                status = "max_steps"
+            exported: list[str] = []
+            if status.startswith("interrupted"):
+                self.save_checkpoint(self.wall_before + time.monotonic() - t0)
+                if self.main:
+                    print(f"[facedeblur train] {status} at step {self.step}; checkpoint saved to {self.ckpt_path}. "
+                          f"Run the same command again to resume.")
+            else:
+                if self.main and self.last_val_step != self.step:
+                    self._validate_and_track()
+                barrier(self.dist)
+                wall = self.wall_before + time.monotonic() - t0
+                self.save_checkpoint(wall)
+                if self.main:
+                    dirs = [self.run_dir / "export"] + ([Path(opt.export)] if opt.export else [])
+                    exported = self.export(dirs, wall)
+            wall = self.wall_before + time.monotonic() - t0
+            self._write_meta(status, wall)
+            self._log({"type": "end", "step": self.step, "status": status, "wall_time_s": wall})
+            barrier(self.dist)
+            return TrainResult(run_dir=self.run_dir, step=self.step, status=status, wall_time_s=wall, best=self.best,
+                               last_validation=self.last_val, exported=exported,
+                               perceptual_loss=self.perceptual_status)
+        finally:
+            stop.restore()
+
+
+def train(model_name: str | ModelCard, train_ds: Dataset, val_ds: Dataset | None, *, out_dir: str | os.PathLike,
+          recipe_overrides: Mapping[str, Any] | None = None, arch_overrides: Mapping[str, Any] | None = None,
+          config: Mapping[str, Any] | None = None, shutdown: bool = False, **options: Any) -> TrainResult:
+    """Train zoo model ``model_name`` on prepared datasets and return a :class:`TrainResult`.
+
+    ``train_ds`` / ``val_ds`` items are dicts ``{"blurry", "sharp": float32 [3,H,W] in [0,1], "u": scalar,
+    "severity": blurry-input PSNR (dB)}``. ``out_dir`` is the run folder (``log.jsonl``, ``run.json``,
+    ``best.safetensors``, ``last/checkpoint.safetensors``, ``export/``). The recipe is the card's ``training``
+    section updated by ``config`` then ``recipe_overrides``; ``arch_overrides`` change the generator kwargs.
+    ``options`` are :class:`TrainOptions` fields (``max_steps``, ``val_every``, ``seed``, ``resume``, ...).
+    ``shutdown=True`` leaves the process group after the run (the CLI does this).
+    """
+    trainer = Trainer(model_name, train_ds, val_ds, out_dir=out_dir, recipe_overrides=recipe_overrides,
+                      arch_overrides=arch_overrides, config=config, options=TrainOptions(**options))
+    try:
+        return trainer.run()
+    finally:
+        if shutdown:
+            shutdown_distributed(trainer.dist)

@@ -1,0 +1,242 @@
+"""Registry, name grammar and model cards (facedeblur.models._registry)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import facedeblur
+from facedeblur import ModelCard, ModelNotFoundError
+from facedeblur.models import TASKS, _registry, get_arch, list_archs, parse_model_name, register_model
+
+ALL = facedeblur.list_models()
+
+
+def test_zoo_lists_the_cfmd_gan_variants() -> None:
+    assert {"cfmd-gan.paper", "cfmd-gan.lite"} <= set(ALL)
+    assert ALL == sorted(ALL)
+    for name in ALL:
+        card = facedeblur.model_info(name)
+        assert card.name == name
+        assert card.architecture in list_archs()
+        assert card.task in TASKS
+        assert card.source == "zoo"
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("*", ALL),
+    ("cfmd-gan", [n for n in ALL if n.startswith("cfmd-gan.")]),  # a family name lists its variants
+    ("cfmd-gan*", [n for n in ALL if n.startswith("cfmd-gan")]),
+    ("*.paper", ["cfmd-gan.paper"]),
+    ("*lite*", ["cfmd-gan.lite"]),
+    ("no-such-model*", []),
+])
+def test_list_models_pattern(pattern: str, expected: list[str]) -> None:
+    assert facedeblur.list_models(pattern) == expected
+
+
+def test_list_models_task_filter() -> None:
+    continuous = facedeblur.list_models(task="image-continuous")
+    assert {"cfmd-gan.paper", "cfmd-gan.lite"} <= set(continuous)
+    for task in TASKS:
+        assert facedeblur.list_models(task=task) == [n for n in ALL if facedeblur.model_info(n).task == task]
+    with pytest.raises(ValueError, match="task must be one of"):
+        facedeblur.list_models(task="deblur-everything")
+
+
+def test_list_models_pretrained_filter() -> None:
+    with_weights = facedeblur.list_models(pretrained=True)
+    without = facedeblur.list_models(pretrained=False)
+    assert sorted(with_weights + without) == ALL
+    assert not set(with_weights) & set(without)
+    for name in with_weights:
+        assert facedeblur.model_info(name).weights.available
+    for name in without:
+        assert not facedeblur.model_info(name).weights.available
+
+
+def test_family_resolves_to_its_default_variant() -> None:
+    family = [n for n in ALL if n.startswith("cfmd-gan.")]
+    defaults = [n for n in family if facedeblur.model_info(n).default]
+    assert len(defaults) == 1, f"cfmd-gan needs exactly one default variant, found {defaults}"
+    card = facedeblur.model_info("cfmd-gan")
+    assert card.name == defaults[0]
+    assert card.family == "cfmd-gan"
+    assert card.default
+
+
+@pytest.mark.parametrize("name", ["cfmd-gan.paper", "cfmd-gan.lite"])
+def test_variant_names_resolve_to_themselves(name: str) -> None:
+    card = facedeblur.model_info(name)
+    assert card.name == name
+    assert card.family == "cfmd-gan"
+    assert parse_model_name(name) == ("zoo", name)
+
+
+@pytest.mark.parametrize("name", ["cfmd-gan.paper", "cfmd-gan.lite"])
+def test_model_info_contract_and_capabilities(name: str) -> None:
+    card = facedeblur.model_info(name)
+    assert card.architecture == "cfmd_gan"
+    assert card.task == "image-continuous"
+    assert card.paper.arxiv == "2207.06626"
+    assert "Continuous Facial Motion Deblurring" in card.paper.title
+    # Input contract (paper §5.1 / reference facts §1.1, §1.9): RGB in [0, 1], 256 px landmark crops, pad to 4.
+    assert card.input.value_range == (0.0, 1.0)
+    assert card.input.channel_order == "rgb"
+    assert card.input.face_size == 256
+    assert card.input.pad_multiple == 4
+    assert "landmark" in card.input.face_crop
+    # Capabilities: continuous u in [0, 1], one frame in.
+    caps = card.capabilities
+    assert caps.continuous_u is True
+    assert caps.default_u is not None and 0.0 <= caps.default_u <= 1.0
+    assert caps.frame_window == 1
+    assert "float32" in caps.dtypes
+    assert card.pretrained == card.weights.available
+    assert card.license
+
+
+def test_card_round_trips_through_dict() -> None:
+    card = facedeblur.model_info("cfmd-gan.paper")
+    data = card.to_dict()
+    assert data["input"]["face_size"] == 256 and data["capabilities"]["continuous_u"] is True
+    assert ModelCard.from_dict(data) == card
+
+
+@pytest.mark.parametrize("name", ["org/repo", "C:\\x", "./model", "a:b"])
+def test_path_like_names_are_rejected(name: str) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        facedeblur.model_info(name)
+    msg = str(info.value)
+    assert "hf-hub:" in msg and "local-dir:" in msg and repr(name) in msg
+    with pytest.raises(ModelNotFoundError):
+        facedeblur.create_model(name)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "hf-hub:", "local-dir:"])
+def test_empty_names_are_rejected(name: str) -> None:
+    with pytest.raises(ModelNotFoundError):
+        parse_model_name(name)
+
+
+def test_explicit_sources_parse() -> None:
+    assert parse_model_name("hf-hub:org/repo@abc123") == ("hf-hub", "org/repo@abc123")
+    assert parse_model_name("hf_hub:org/repo") == ("hf-hub", "org/repo")
+    assert parse_model_name("local-dir:/tmp/m") == ("local-dir", "/tmp/m")
+
+
+@pytest.mark.parametrize("name", ["cfmd-gan.papr", "cfmd-gan.full"])
+def test_unknown_variant_lists_close_matches(name: str) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        facedeblur.model_info(name)
+    msg = str(info.value)
+    assert repr(name) in msg
+    assert "cfmd-gan.paper" in msg and "cfmd-gan.lite" in msg
+    assert isinstance(info.value, KeyError)  # also catchable as KeyError, like a dict lookup
+    assert not msg.startswith('"')  # not quoted like a bare KeyError
+
+
+def test_unknown_family_points_to_list_models() -> None:
+    with pytest.raises(ModelNotFoundError, match="list_models"):
+        facedeblur.model_info("no-such-model")
+    with pytest.raises(ModelNotFoundError):
+        facedeblur.create_model("no-such-model")
+
+
+@pytest.mark.parametrize("name", ["cfmd-gan.lite", "cfmd-gan.paper"])
+def test_create_model_uses_the_card_arch_kwargs(name: str) -> None:
+    from facedeblur.models.cfmd_gan import CFMDGenerator
+
+    card = facedeblur.model_info(name)
+    model = facedeblur.create_model(name)
+    assert isinstance(model, CFMDGenerator)
+    kw = card.arch_kwargs
+    assert model.stem.out_channels == kw["width"]
+    assert all(len(stage) == kw["num_res"] for stage in (*model.encoder, *model.decoder))
+    assert model.mapping.trunk[0].out_channels == kw["mapping_width"]
+    assert len(model.mapping.trunk) == kw["mapping_layers"]
+    assert model.encoder[0][0].cadc.mask_scale == kw["mask_scale"]
+    assert model.pad_multiple == card.input.pad_multiple
+
+
+def test_paper_variant_has_the_official_parameter_count() -> None:
+    # Reference facts §1.5 [measured]: the authors' generator has 9,246,323 parameters.
+    model = facedeblur.create_model("cfmd-gan.paper")
+    assert sum(p.numel() for p in model.parameters()) == 9_246_323
+
+
+def test_create_model_is_random_init_and_takes_overrides() -> None:
+    torch.manual_seed(0)
+    a = facedeblur.create_model("cfmd-gan.lite")
+    torch.manual_seed(0)
+    b = facedeblur.create_model("cfmd-gan.lite")
+    torch.manual_seed(1)
+    c = facedeblur.create_model("cfmd-gan.lite")
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["stem.weight"], sc["stem.weight"])
+    small = facedeblur.create_model("cfmd-gan.lite", num_res=1, width=8)
+    assert small.stem.out_channels == 8 and len(small.encoder[0]) == 1
+
+
+def test_created_model_runs_with_u() -> None:
+    torch.manual_seed(0)
+    model = facedeblur.create_model("cfmd-gan.lite", num_res=1, width=8).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 16, 16), 0.5)
+    assert [tuple(o.shape) for o in outs] == [(1, 3, 4, 4), (1, 3, 8, 8), (1, 3, 16, 16)]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def _paper_config() -> dict:
+    data = facedeblur.model_info("cfmd-gan.paper").to_dict()
+    data.pop("source")
+    return data
+
+
+def test_zoo_config_with_unknown_key_is_rejected() -> None:
+    data = _paper_config()
+    data["widht"] = 32
+    with pytest.raises(ValueError, match="widht"):
+        ModelCard.from_dict(data)
+
+
+@pytest.mark.parametrize("section", ["input", "capabilities", "weights", "paper"])
+def test_zoo_config_with_unknown_nested_key_is_rejected(section: str) -> None:
+    data = _paper_config()
+    data[section] = {**data[section], "bogus_key": 1}
+    with pytest.raises(ValueError, match="bogus_key"):
+        ModelCard.from_dict(data)
+
+
+def test_card_without_task_takes_the_architecture_task() -> None:
+    data = _paper_config()
+    data.pop("task")
+    assert ModelCard.from_dict(data).task == get_arch("cfmd_gan").task
+
+
+def test_unknown_architecture() -> None:
+    with pytest.raises(ModelNotFoundError, match="cfmd_gan"):
+        get_arch("no_such_arch")
+
+
+def test_register_model_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_ARCHS", dict(_registry._ARCHS))  # leave the real registry untouched
+    with pytest.raises(ValueError, match="task must be one of"):
+        register_model("tmp_arch", task="segmentation")
+
+    @register_model("tmp_arch", task="image")
+    def tmp_arch() -> torch.nn.Module:
+        return torch.nn.Identity()
+
+    assert _registry._ARCHS["tmp_arch"].builder is tmp_arch
+    register_model("tmp_arch", task="image")(tmp_arch)  # same function again: fine (re-import)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("tmp_arch", task="image")(lambda: torch.nn.Identity())
+
+
+def test_cards_are_frozen() -> None:
+    card = facedeblur.model_info("cfmd-gan.lite")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.name = "other"  # type: ignore[misc]
