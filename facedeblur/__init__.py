@@ -50,25 +50,28 @@ def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     return _load(name, device=device, dtype=dtype, weights=weights, cache_dir=cache_dir)
 
 
-def model_info(name: str) -> ModelCard:
+def model_info(name: str, cache_dir: str | os.PathLike | None = None) -> ModelCard:
     """The card of a model: paper, architecture kwargs, input contract, capabilities, weights, licence, metrics."""
     from .models import get_card
 
-    return get_card(name)
+    return get_card(name, cache_dir=cache_dir)
 
 
-def create_model(name: str, pretrained: bool = False, **overrides):
+def create_model(name: str, pretrained: bool = False, cache_dir: str | os.PathLike | None = None, **overrides):
     """The bare inference network of ``name`` (a GAN's generator), random init unless ``pretrained=True``.
 
     For training and inspection; use :func:`facedeblur.load` for a ready :class:`Deblurrer`.
     """
     from .models import get_arch, get_card
 
-    card = get_card(name)
+    card = get_card(name, cache_dir=cache_dir)
     kwargs = {**card.arch_kwargs, **overrides}
     model = get_arch(card.architecture).builder(**kwargs)
     if pretrained:
+        if overrides:
+            raise CapabilityError(f"create_model({name!r}, pretrained=True) cannot change architecture kwargs "
+                                  f"{sorted(overrides)}: the trained weights fit {card.arch_kwargs}")
         from .weights import load_pretrained_into
 
-        load_pretrained_into(model, card)
+        load_pretrained_into(model, card, cache_dir=cache_dir)
     return model

@@ -150,7 +150,7 @@ class ModelCard:
 
     @property
     def pretrained(self) -> bool:
-        return self.weights.available
+        return self.weights.available or self.source == "local-dir"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,18 +230,22 @@ def resolve_zoo_name(name: str) -> str:
     defaults = _default_variants()
     if name in defaults:
         return defaults[name]
-    close = [n for n in sorted(set(files) | set(defaults)) if n.split(".")[0] == name.split(".")[0]]
-    hint = f" Variants of {name.split('.')[0]!r}: {', '.join(close)}." if close else ""
+    import difflib
+
+    known = sorted(set(files) | set(defaults))
+    close = [n for n in known if n.split(".")[0] == name.split(".")[0]] or difflib.get_close_matches(name, known, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ModelNotFoundError(f"unknown model {name!r}.{hint} See facedeblur.list_models() or `facedeblur list`.")
 
 
-def get_card(name: str) -> ModelCard:
-    """The card of a zoo name (family or variant). Hub and local sources: see ``facedeblur.weights``."""
+def get_card(name: str, cache_dir: str | None = None) -> ModelCard:
+    """The card of a zoo name (family or variant), or of an ``hf-hub:``/``local-dir:`` source (whose
+    ``config.json`` is fetched through ``facedeblur.weights``, cached in ``cache_dir``)."""
     source, rest = parse_model_name(name)
     if source != "zoo":
         from ..weights import card_from_source
 
-        return card_from_source(source, rest)
+        return card_from_source(source, rest, cache_dir=cache_dir)
     return _read_zoo_card(resolve_zoo_name(rest))
 
 

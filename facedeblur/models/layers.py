@@ -2,11 +2,14 @@
 
 Everything here is written from the papers' definitions:
 
-* :func:`deform_conv2d` — modulated deformable convolution (DCNv2, Zhu et al., CVPR 2019, Eq. 3):
-  ``y(p) = sum_k w_k * x(p + p_k + dp_k) * m_k``, with bilinear sampling and zero padding.
-  Pure PyTorch (one ``embedding_bag`` gather + one matmul), so it runs on any device and in fp32/bf16/fp16.
-  On CUDA it dispatches to ``torchvision.ops.deform_conv2d`` when torchvision is importable
-  (faster there); on CPU ours is faster than torchvision's kernel (see ``benchmarks/speed.py``).
+* :func:`deform_conv2d` — modulated deformable convolution (DCNv2, Zhu et al., CVPR 2019, Eq. 3; CFMD-GAN
+  Eq. 10): ``y(p) = sum_k w_k * x(p + p_k + dp_k) * m_k``, with bilinear sampling and zero padding.
+  Pure PyTorch, so it runs on any device and in fp32/bf16/fp16. Inference: an ``embedding_bag`` gather
+  from a zero-bordered channels-last table + one matmul, chunked over output rows so the im2col block
+  stays cache- and allocator-friendly. Training (autograd): ``grid_sample`` + a batched matmul on its
+  output as is (no permute copy). On CUDA it dispatches to ``torchvision.ops.deform_conv2d`` when
+  torchvision is importable; on CPU ours is used (the official CFMD-GAN code spends 87% of its 9.8 s per
+  face inside torchvision's CPU kernel on a 2-core machine; see ``benchmarks/results/speed_cfmd_cpu.md``).
 * :class:`SqueezeExcite` — channel attention (Hu et al.; RCAN-style) used by several methods.
 """
 from __future__ import annotations
@@ -18,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "lrelu"]
+__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "ResidualGate", "lrelu",
+           "cpu_has_fast_dtype"]
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
@@ -41,7 +45,26 @@ def _torchvision_deform():  # pragma: no cover - depends on the optional install
 # (4 Mi fp32 values = 16 MiB): big enough that per-call overhead is negligible, small enough that the
 # buffers are recycled by the allocator (glibc hands blocks > 32 MiB straight to mmap, and page-faulting
 # a fresh 75 MiB block per call cost more than the gather itself) and stay near the caches.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 18
+
+
+@lru_cache(maxsize=4)
+def cpu_has_fast_dtype(dtype: torch.dtype) -> bool:
+    """Whether this CPU computes ``dtype`` convolutions/matmuls natively (fast) in oneDNN.
+
+    float32/float64: always True. bfloat16 needs AVX512-BF16 or AMX (oneDNN's check); float16 needs
+    AVX512-FP16 or AMX-FP16. Without it, oneDNN emulates 16-bit math and runs 10-200x slower than float32
+    (e.g. AVX2-only CPUs; see ``benchmarks/results/speed_cfmd_cpu.md``).
+    """
+    if dtype not in (torch.bfloat16, torch.float16):
+        return True
+    name = "_is_mkldnn_bf16_supported" if dtype == torch.bfloat16 else "_is_mkldnn_fp16_supported"
+    try:
+        return bool(getattr(torch.ops.mkldnn, name)())
+    except (AttributeError, RuntimeError):  # older torch: fall back to the CPU feature flags
+        if dtype == torch.bfloat16:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)())
 
 
 def _check_args(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor) -> None:
@@ -129,20 +152,28 @@ def _deform_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     scale = torch.tensor([2.0 / w, 2.0 / h], device=dev, dtype=pdt)
     off_xy = offset.view(n, k, 2, h_out, w_out).flip(2).permute(0, 1, 3, 4, 2).to(pdt)  # (N, K, Ho, Wo, [dx, dy])
     grid = torch.addcmul(base, off_xy, scale).view(n, k * h_out, w_out, 2)
-    sampled = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # a 16-bit normalised grid is off by up to ~size/256 pixels: sample with a float32 grid
+        sampled = F.grid_sample(x.float(), grid.float(), mode="bilinear", padding_mode="zeros",
+                                align_corners=False).to(x.dtype)
+    else:
+        sampled = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
     sampled = sampled.view(n, c, k, h_out * w_out)
     if mask is not None:
         sampled = sampled * mask.reshape(n, 1, k, h_out * w_out).to(x.dtype)
-    out = torch.matmul(weight.reshape(c_out, c * k).to(x.dtype), sampled.view(n, c * k, h_out * w_out))
-    out = out.view(n, c_out, h_out, w_out)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1).to(x.dtype)
-    return out
+    w_mat = weight.reshape(c_out, c * k).to(x.dtype).expand(n, -1, -1)
+    sampled = sampled.reshape(n, c * k, h_out * w_out)
+    if bias is None:
+        out = torch.bmm(w_mat, sampled)
+    else:
+        out = torch.baddbmm(bias.to(x.dtype).view(1, -1, 1).expand(n, -1, h_out * w_out), w_mat, sampled)
+    return out.view(n, c_out, h_out, w_out)
 
 
 def _deform_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,
                    bias: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
-    """Inference path: ``embedding_bag`` gather of bilinear samples + one ``addmm`` per chunk of output rows.
+    """Inference path (no autograd: it writes with ``out=``): ``embedding_bag`` gather of bilinear samples +
+    one ``addmm`` per chunk of output rows.
 
     The input is copied once into a channels-last table with a zero border (1 pixel before, 2 after each
     spatial axis). Sample positions are clamped to [-1, size] in image coordinates: a clamped position reads
@@ -160,8 +191,12 @@ def _deform_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     # positions in float32 are exact integers below 2**24; fall back to float64 for huge or float64 inputs
     pdt = torch.float64 if (dt == torch.float64 or offset.dtype == torch.float64 or hp * wp >= 1 << 24) \
         else torch.float32
-    table = x.new_zeros(n, hp, wp, c)
+    table = x.new_empty(n, hp, wp, c)
     table[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
+    table[:, 0].zero_()  # zero border: 1 row/column before, 2 after
+    table[:, h + 1:].zero_()
+    table[:, 1:h + 1, 0].zero_()
+    table[:, 1:h + 1, w + 1:].zero_()
     table = table.view(n * hp * wp, c)
     # positions in table coordinates (image coordinate + 1): row/column base per (Ho, Wo, K, [y, x])
     ys = torch.arange(h_out, device=dev, dtype=pdt) * stride + (1 - padding)
@@ -171,33 +206,37 @@ def _deform_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, 
     base = torch.empty(h_out, w_out, k, 2, device=dev, dtype=pdt)
     base[..., 0] = ys.view(-1, 1, 1) + ky
     base[..., 1] = xs.view(1, -1, 1) + kx
-    lo = torch.zeros(2, device=dev, dtype=pdt)
-    hi = torch.tensor([h + 1.0, w + 1.0], device=dev, dtype=pdt)
     corners = torch.tensor([0, 1, wp, wp + 1], device=dev, dtype=torch.int64)
-    w_mat = weight.permute(2, 3, 1, 0).reshape(k * c, c_out).to(dt)  # (K*C, Cout), K major like the samples
-    b = None if bias is None else bias.to(dt)
+    # 16-bit on a CPU without native 16-bit GEMMs: oneDNN/MKL emulate them ~20x slower than float32, so the
+    # matmul takes the (small, per-chunk) samples up to float32; storage and the gather stay 16-bit
+    mdt = torch.float32 if (dt in (torch.bfloat16, torch.float16) and dev.type == "cpu"
+                            and not cpu_has_fast_dtype(dt)) else dt
+    w_mat = weight.permute(2, 3, 1, 0).reshape(k * c, c_out).to(mdt)  # (K*C, Cout), K major like the samples
+    b = None if bias is None else bias.to(mdt)
     off = offset.permute(0, 2, 3, 1)  # (N, Ho, Wo, 2K) view; [.., 2k] = dy, [.., 2k+1] = dx
     msk = None if mask is None else mask.permute(0, 2, 3, 1)
-    out = torch.empty(n, h_out, w_out, c_out, device=dev, dtype=dt)
+    out = torch.empty(n, h_out, w_out, c_out, device=dev, dtype=mdt)
     rows = max(1, min(h_out, _CHUNK_ELEMENTS // max(1, w_out * k * c)))
     for i in range(n):
+        m = None if msk is None else msk[i].to(pdt)
+        idx, wts = _bilinear_terms(off[i], base, m, h, w, wp, corners, i * hp * wp)
+        wts = wts.to(dt)
+        per_row = w_out * k
         for r0 in range(0, h_out, rows):
             r1 = min(h_out, r0 + rows)
-            m = None if msk is None else msk[i, r0:r1].to(pdt)
-            idx, wts = _bilinear_terms(off[i, r0:r1], base[r0:r1], m, lo, hi, wp, corners,
-                                       i * hp * wp)
-            samples = F.embedding_bag(idx, table, per_sample_weights=wts.to(dt), mode="sum")
+            samples = F.embedding_bag(idx[r0 * per_row:r1 * per_row], table,
+                                      per_sample_weights=wts[r0 * per_row:r1 * per_row], mode="sum")
             o = out[i, r0:r1].view(-1, c_out)
-            samples = samples.view(-1, k * c)
+            samples = samples.view(-1, k * c).to(mdt)
             if b is None:
                 torch.mm(samples, w_mat, out=o)
             else:
                 torch.addmm(b, samples, w_mat, out=o)
-    return out.permute(0, 3, 1, 2)
+    return out.to(dt).permute(0, 3, 1, 2)
 
 
-def _bilinear_terms(off: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | None, lo: torch.Tensor,
-                    hi: torch.Tensor, wp: int, corners: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bilinear_terms(off: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | None, h: int, w: int, wp: int,
+                    corners: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Table rows (B, 4) and bilinear x modulation weights (B, 4) of the four neighbours of every sample.
 
     ``off`` (R, Wo, 2K) offsets, ``base`` (R, Wo, K, 2) positions in padded-table coordinates, ``mask``
@@ -205,7 +244,11 @@ def _bilinear_terms(off: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | 
     """
     r, w_out, k = base.shape[:3]
     p = torch.add(base, off.reshape(r, w_out, k, 2))  # contiguous like `base`
-    torch.clamp(p, lo, hi, out=p)
+    if h == w:  # one contiguous pass; per axis otherwise
+        p.clamp_(0, h + 1)
+    else:
+        p[..., 0].clamp_(0, h + 1)
+        p[..., 1].clamp_(0, w + 1)
     p0 = torch.floor(p)
     frac = p.sub_(p0)
     fy, fx = frac[..., 0], frac[..., 1]
@@ -288,3 +331,37 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the attention weights (N, C, 1, 1), not the re-weighted input."""
         return torch.sigmoid(self.expand(lrelu(self.reduce(x.mean(dim=(2, 3), keepdim=True)))))
+
+
+class ResidualGate(nn.Module):
+    """Do-no-harm shrinkage of a restoration residual, calibrated after training (not a paper component).
+
+    ``out = x + alpha(rms(r)) * r`` with ``r = model(x) - x`` and ``rms`` the residual's root mean square per
+    image (in [0, 1] units). ``alpha`` is piecewise-linear over ``knots`` and is the least-squares optimal
+    scale of the residual per magnitude bin, fitted on *training* pairs (:func:`facedeblur.train.calibrate`).
+    Near-sharp inputs get small residuals, where an imperfect model's changes are mostly error; there the fit
+    gives alpha < 1 and the input is left (nearly) alone. Identity (alpha = 1) until calibrated.
+    """
+
+    def __init__(self, num_knots: int = 8) -> None:
+        super().__init__()
+        self.enabled = True  # switched off while the gate is being calibrated
+        self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots))
+        self.register_buffer("alphas", torch.ones(num_knots))
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        r = out.clamp(0, 1) - x
+        rms = r.float().pow(2).mean(dim=(1, 2, 3)).sqrt()
+        alpha = _interp(rms, self.knots.float(), self.alphas.float()).to(r.dtype)
+        return x + alpha.view(-1, 1, 1, 1) * r
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """numpy.interp for 1-D torch tensors (clamped at the ends)."""
+    x = x.clamp(xp[0], xp[-1])
+    i = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = (x - x0) / (x1 - x0).clamp_min(1e-12)
+    return f0 + t * (f1 - f0)

@@ -307,7 +307,7 @@ def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     from ..models import get_arch, get_card
     from ..weights import load_pretrained_into
 
-    card = get_card(name)
+    card = get_card(name, cache_dir=cache_dir)
     torch_dtype = resolve_dtype(dtype, tuple(card.capabilities.dtypes), f"model {card.name!r}")
     dev = resolve_device(device)
     model = get_arch(card.architecture).builder(**card.arch_kwargs)

@@ -264,6 +264,13 @@ class _StopFlag:
 # ------------------------------------------------------------------------------------------ trainer
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the main process, which saves a checkpoint and stops them
+    (Ctrl-C reaches the whole process group; a worker dying first would abort the run without saving)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Trainer:
     """One training run of a zoo model on prepared datasets; see :func:`train`."""
 
@@ -629,7 +636,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(_splitmix64(self.opt.seed * 7_919 + self.step) & 0x7FFF_FFFF_FFFF_FFFF)
         return DataLoader(SeededDataset(self.train_ds), batch_size=self.recipe.batch, sampler=stream,
                           num_workers=self.opt.workers, pin_memory=self.device.type == "cuda", drop_last=False,
-                          generator=gen)
+                          generator=gen, worker_init_fn=_ignore_stop_signals if self.opt.workers else None)
 
     def run(self) -> TrainResult:
         """Train until the recipe's epochs, ``max_steps``, ``max_minutes`` or a signal; returns the result."""
