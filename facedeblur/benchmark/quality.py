@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..data.blur import average_frames, psnr_uint8
-from ..data.engine import SEVERITY_BINS, severity_bin
+from ..metrics.severity import SEVERITY_BINS, severity_bin
 
 __all__ = ["evaluate_windows", "format_report"]
 
@@ -59,7 +59,7 @@ def evaluate_windows(restore: RestoreFn, windows: Sequence[np.ndarray], *, momen
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
-    groups = [("all", rows)] + [(name, [r for r in rows if r["bin"] == name]) for _, _, name in SEVERITY_BINS]
+    groups = [("all", rows)] + [(name, [r for r in rows if r["bin"] == name]) for name, _, _ in SEVERITY_BINS]
     for name, rs in groups:
         if not rs:
             out[name] = None

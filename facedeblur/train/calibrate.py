@@ -34,7 +34,7 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
         gt = torch.stack([s["sharp"] for s in buf]).to(device)
         u = torch.stack([s["u"] for s in buf]).to(device)
         out = model(x, u)
-        out = (out[-1] if isinstance(out, (list, tuple)) else out).clamp(0, 1)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
         r, d = (out - x).double(), (gt - x).double()
         for i in range(len(buf)):
             rr, rd, dd = (r[i] * r[i]).mean().item(), (r[i] * d[i]).mean().item(), (d[i] * d[i]).mean().item()
@@ -79,3 +79,59 @@ def fit_gate(stats: np.ndarray, num_knots: int = 8) -> dict[str, Any]:
     for i in range(1, len(knots)):  # strictly increasing knots for interpolation
         knots[i] = max(knots[i], knots[i - 1] + 1e-6)
     return {"knots": knots, "alphas": alphas, "bins": report}
+
+
+def calibrate_folder(weights_dir: str, data_dir: str, out_dir: str, *, cache_dir: str | None = None,
+                     max_samples: int = 400, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Fit the gate of the model saved in ``weights_dir`` (a save_pretrained folder) on the training split of
+    ``data_dir`` (centre moment of each training window, full face crops) and write the calibrated model to
+    ``out_dir`` (same dtype as the input file). Returns the fit report (also recorded in the card)."""
+    import dataclasses
+
+    from ..data.engine import PrepConfig, WindowValSet, load_manifest, prepare_windows
+    from ..models import get_arch, get_card
+    from ..weights import load_pretrained_into, read_state_dict, save_pretrained
+
+    card = get_card(f"local-dir:{weights_dir}")
+    model = get_arch(card.architecture).builder(**card.arch_kwargs)
+    path = load_pretrained_into(model, card)
+    if getattr(model, "gate", None) is None:
+        raise ValueError(f"{card.name}: the architecture has no residual gate (set residual_gate: true)")
+    model.eval()
+    root, windows = load_manifest(prepare_windows(data_dir, cache_dir, PrepConfig(seed=seed), progress=progress))
+    train_w = [w for w in windows if w["split"] == "train"]
+    rng = np.random.default_rng(seed)
+    train_w = [train_w[i] for i in sorted(rng.permutation(len(train_w))[:max_samples])]
+    stats = residual_stats(model, WindowValSet(root, train_w), progress=progress)
+    fit = fit_gate(stats)
+    model.gate.knots.copy_(torch.tensor(fit["knots"]))
+    model.gate.alphas.copy_(torch.tensor(fit["alphas"]))
+    dtype = next(iter(read_state_dict(path).values())).dtype
+    training = dict(card.training)
+    training["gate_calibration"] = {"samples": len(stats), "split": "train (centre moment, 256x256 crops)", **fit}
+    card = dataclasses.replace(card, training=training, source="zoo")
+    save_pretrained(model, card, out_dir, dtype=dtype)
+    return fit
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m facedeblur.train.calibrate",
+                                 description="Calibrate a model's do-no-harm residual gate on training pairs.")
+    ap.add_argument("weights", help="folder written by save_pretrained / facedeblur train --export")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--max-samples", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    fit = calibrate_folder(args.weights, args.data, args.out, cache_dir=args.cache_dir,
+                           max_samples=args.max_samples, seed=args.seed)
+    print(json.dumps(fit, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,7 +3,8 @@
 ``psnr`` matches ``skimage.metrics.peak_signal_noise_ratio(gt, img, data_range=1)`` and ``ssim`` matches
 ``skimage.metrics.structural_similarity(gt, img, data_range=1, channel_axis=-1)`` (7x7 uniform window,
 sample covariance, K1=0.01, K2=0.03, mean over the valid region and the channels); both are computed in
-float64. Severity is the PSNR of the blurry input against the sharp target (dB).
+float64 (identical images are capped at 100 dB so means stay finite; ``facedeblur.metrics.psnr`` returns inf).
+Severity is the PSNR of the blurry input against the sharp target (dB); bins from ``facedeblur.metrics.severity``.
 """
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "SEVERITY_BINS", "severity_bin", "summarize", "format_table"]
+from ..metrics.severity import SEVERITY_BINS, severity_bin
 
-#: (label, low inclusive, high exclusive) in dB of blurry-input PSNR.
-SEVERITY_BINS: tuple[tuple[str, float, float], ...] = (
-    ("<28", -math.inf, 28.0), ("28-32", 28.0, 32.0), ("32-36", 32.0, 36.0), (">=36", 36.0, math.inf))
+__all__ = ["psnr", "ssim", "SEVERITY_BINS", "severity_bin", "summarize", "format_table"]
 
 _MSE_FLOOR = 1e-10  # PSNR of identical images is capped at 100 dB so means stay finite
 
@@ -46,14 +45,6 @@ def ssim(img: torch.Tensor, ref: torch.Tensor, win_size: int = 7) -> torch.Tenso
     vxy = cov_norm * (filt(x * y) - ux * uy)
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.mean(dim=(-2, -1)).mean(dim=1)
-
-
-def severity_bin(severity_db: float) -> str:
-    """The label of the severity bin holding a blurry-input PSNR (dB)."""
-    for label, lo, hi in SEVERITY_BINS:
-        if lo <= severity_db < hi:
-            return label
-    return SEVERITY_BINS[-1][0] if severity_db >= SEVERITY_BINS[-1][1] else SEVERITY_BINS[0][0]  # nan -> first
 
 
 def _mean(values: list[float]) -> float:
