@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: torch loads on first use
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Deblurrer", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
+__all__ = ["load", "Deblurrer", "restore_faces", "FaceRecord", "NoFaceWarning", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
            "BFloat16PerformanceWarning", "FaceDeblurError", "ModelNotFoundError",
            "WeightsError", "WeightsNotAvailableError", "WeightsIntegrityError", "WeightsMismatchError",
            "InputError", "CapabilityError", "DataError", "__version__"]
@@ -32,6 +32,10 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(f".restore.{_LAZY[name]}", __name__), name)
+    if name in ("restore_faces", "FaceRecord", "NoFaceWarning"):
+        from .faces import pipeline
+
+        return getattr(pipeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
