@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = facedeblur.load(args.model, weights=args.weights)
-    root, windows = load_manifest(prepare_windows(args.data, args.cache_dir, PrepConfig(windows_per_clip=args.windows_per_clip)))
+    prep = PrepConfig() if args.windows_per_clip is None else PrepConfig(windows_per_clip=args.windows_per_clip)
+    root, windows = load_manifest(prepare_windows(args.data, args.cache_dir, prep))
     val = [w for w in windows if w["split"] == "val"]
     if args.max_windows and len(val) > args.max_windows:
         rng = np.random.default_rng(0)
