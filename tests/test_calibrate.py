@@ -27,7 +27,7 @@ def test_gate_identity_until_calibrated_and_interpolates():
 
 def test_generator_applies_gate_only_in_eval():
     torch.manual_seed(0)
-    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True, zero_init_output=False)
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True)
     g.gate.alphas.zero_()  # gate fully closed: eval output == input
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_discriminator_parameter_count():
 
 def test_lite_output_shapes():
     torch.manual_seed(0)
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False).eval()
+    model = facedeblur.create_model("cfmd-gan.lite").eval()
     with torch.inference_mode():
         outs = model(torch.rand(2, 3, 24, 40), 0.5)
     assert [tuple(o.shape) for o in outs] == [(2, 3, 6, 10), (2, 3, 12, 20), (2, 3, 24, 40)]
@@ -43,7 +43,7 @@ def test_lite_output_shapes():
 
 def test_u_changes_output():
     torch.manual_seed(0)
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False).eval()
+    model = facedeblur.create_model("cfmd-gan.lite").eval()
     _activate_dcn(model)
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
@@ -55,7 +55,7 @@ def test_u_changes_output():
 
 @pytest.mark.parametrize("size", [(30, 32), (32, 34)])
 def test_input_not_multiple_of_four_raises(size):
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False).eval()
+    model = facedeblur.create_model("cfmd-gan.lite").eval()
     with pytest.raises(ValueError, match="divisible by 4"):
         model(torch.rand(1, 3, *size), 0.5)
 
@@ -76,7 +76,7 @@ def test_control_fusion_fold_is_exact(n, channels_last):
 def test_inference_and_training_paths_agree():
     """Same weights: the inference (gather, channels-last) and autograd (grid_sample) DCN paths give one model."""
     torch.manual_seed(0)
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False)
+    model = facedeblur.create_model("cfmd-gan.lite")
     _activate_dcn(model, std=0.2)
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
@@ -88,7 +88,7 @@ def test_inference_and_training_paths_agree():
 
 def test_backward_reaches_every_parameter():
     torch.manual_seed(0)
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False).train()
+    model = facedeblur.create_model("cfmd-gan.lite").train()
     _activate_dcn(model)
     outs = model(torch.rand(2, 3, 16, 16), torch.tensor([0.2, 0.9]))
     sum(o.square().mean() for o in outs).backward()
@@ -98,7 +98,7 @@ def test_backward_reaches_every_parameter():
 
 def test_bfloat16_model_close_to_float32():
     torch.manual_seed(0)
-    model = facedeblur.create_model("cfmd-gan.lite", zero_init_output=False).eval()
+    model = facedeblur.create_model("cfmd-gan.lite").eval()
     _activate_dcn(model)
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
@@ -110,8 +110,8 @@ def test_bfloat16_model_close_to_float32():
 
 
 def test_zero_init_output_starts_as_identity():
-    """zero_init_output=True: the untrained generator returns its input at every scale (init only)."""
-    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, zero_init_output=True, residual_gate=False)
+    """zero_init_output_(): the untrained generator returns its input at every scale (init only)."""
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=False).zero_init_output_()
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         out4, out2, out = g(x, torch.tensor([0.0, 1.0]))

@@ -24,7 +24,7 @@ from facedeblur.train.recipes import RecipeError, resolve_recipe
 from facedeblur.train.trainer import SampleStream, Trainer, TrainOptions, train
 from facedeblur.train.validation import SEVERITY_BINS, format_table, psnr, severity_bin, ssim, summarize
 
-TINY_G = {"width": 4, "num_res": 1, "mapping_width": 8, "mapping_layers": 2, "zero_init_output": False}
+TINY_G = {"width": 4, "num_res": 1, "mapping_width": 8, "mapping_layers": 2}
 TINY_RECIPE = {"batch": 2, "crop": 32, "epoch_samples": 4, "discriminator": {"width": 4, "max_width": 8, "levels": 3}}
 FAST = {"workers": 0, "threads": 1, "progress": False, "log_every": 1}
 

@@ -214,8 +214,6 @@ class CFMDGenerator(nn.Module):
         mapping_width, mapping_layers: G_M trunk width and depth (paper: 8 layers; width see module doc).
         mask_scale: DCN modulation = mask_scale * sigmoid (paper 1.0; official code 2.0).
         se_reduction: CACA channel reduction (code: 4; paper silent).
-        zero_init_output: initialise the three output convs to zero, so the untrained network is the identity
-            (every output = its input scale) and training starts from "do no harm" (init only; paper silent).
         residual_gate: add a :class:`~facedeblur.models.layers.ResidualGate` on the full-resolution output
             (eval mode only; not in the paper; calibrated after training on training pairs).
 
@@ -226,8 +224,7 @@ class CFMDGenerator(nn.Module):
     pad_multiple = 4
 
     def __init__(self, width: int = 32, num_res: int = 8, mapping_width: int = 32, mapping_layers: int = 8,
-                 mask_scale: float = 1.0, se_reduction: int = 4, residual_gate: bool = False,
-                 zero_init_output: bool = False) -> None:
+                 mask_scale: float = 1.0, se_reduction: int = 4, residual_gate: bool = False) -> None:
         super().__init__()
         c = width
         # not part of the paper: an optional, post-training-calibrated do-no-harm gate (see ResidualGate)
@@ -249,10 +246,15 @@ class CFMDGenerator(nn.Module):
         self.fuse1 = _conv(2 * c, c, 1)
         self.out4 = _conv(4 * c, 3, 3)
         self.out2 = _conv(2 * c, 3, 3)
-        if zero_init_output:
-            for conv in (self.head, self.out4, self.out2):
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+
+    def zero_init_output_(self) -> "CFMDGenerator":
+        """Zero the three output convs, so the untrained network is the identity (every output = its input
+        scale) and training starts from "do no harm". An initialisation choice (recipe ``zero_init_output``);
+        the paper is silent on initialisation."""
+        for conv in (self.head, self.out4, self.out2):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        return self
 
     def forward(self, b: torch.Tensor, u: torch.Tensor | float) -> list[torch.Tensor]:
         if b.shape[-1] % self.pad_multiple or b.shape[-2] % self.pad_multiple:

@@ -47,6 +47,7 @@ class Recipe:
     discriminator: dict[str, Any] = field(default_factory=dict)
     grad_clip: float | None = None
     ema: float | None = None
+    zero_init_output: bool = False  # start G as the identity (models with ``zero_init_output_()``); init only
     data: dict[str, Any] = field(default_factory=dict)  # data-engine keys (DATA_KEYS), flat in to_dict()
 
     def steps_per_epoch(self, world_size: int = 1) -> int:

@@ -44,7 +44,7 @@ from .checkpoint import (CheckpointError, atomic_write_text, load_state, rng_sta
 from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
                           shutdown_distributed)
 from .losses import build_perceptual, discriminator_loss, generator_loss
-from .recipes import Recipe, resolve_recipe
+from .recipes import RecipeError, Recipe, resolve_recipe
 from .validation import format_table, psnr, ssim, summarize
 
 __all__ = ["TrainOptions", "TrainResult", "Trainer", "train", "SampleStream", "SeededDataset"]
@@ -312,6 +312,10 @@ class Trainer:
         np.random.seed(opt.seed % (1 << 32))
         random.seed(opt.seed)
         self.g = self.arch.builder(**self.arch_kwargs).to(self.device)
+        if self.recipe.zero_init_output:
+            if not hasattr(self.g, "zero_init_output_"):
+                raise RecipeError(f"zero_init_output: {self.arch.name} has no zero_init_output_() method")
+            self.g.zero_init_output_()
         self.d: nn.Module | None = None
         if self.gan:
             module = importlib.import_module(self.arch.builder.__module__)
