@@ -25,7 +25,8 @@ from facedeblur.train.trainer import SampleStream, Trainer, TrainOptions, train
 from facedeblur.train.validation import SEVERITY_BINS, format_table, psnr, severity_bin, ssim, summarize
 
 TINY_G = {"width": 4, "num_res": 1, "mapping_width": 8, "mapping_layers": 2}
-TINY_RECIPE = {"batch": 2, "crop": 32, "epoch_samples": 4, "discriminator": {"width": 4, "max_width": 8, "levels": 3}}
+TINY_RECIPE = {"batch": 2, "crop": 32, "epoch_samples": 4, "zero_init_output": False,
+               "discriminator": {"width": 4, "max_width": 8, "levels": 3}}
 FAST = {"workers": 0, "threads": 1, "progress": False, "log_every": 1}
 
 
@@ -473,3 +474,14 @@ def test_ddp_gloo_two_ranks_end_identical(tmp_path):
     ckpt = load_state(tmp_path / "run" / "last" / "checkpoint.safetensors")
     assert ckpt["world_size"] == 2 and ckpt["step"] == 2
     assert _states_equal(ckpt["g"], g0)
+
+
+@pytest.mark.parametrize("zero", [True, False])
+def test_recipe_zero_init_output(tmp_path, data, zero):
+    """The recipe key zero_init_output starts G as the identity (init only; architecture kwargs unchanged)."""
+    trainer = _trainer(tmp_path, data, recipe={"zero_init_output": zero})
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        out = trainer.g(x.to(trainer.device), torch.tensor([0.5]))[-1].cpu()
+    assert torch.equal(out, x) == zero
+    assert "zero_init_output" not in trainer.arch_kwargs

@@ -175,6 +175,10 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         if not isinstance(data["discriminator"], Mapping):
             raise RecipeError("recipe key 'discriminator' must be a mapping of discriminator kwargs")
         kw["discriminator"] = dict(data["discriminator"])
+    if "zero_init_output" in data:
+        if not isinstance(data["zero_init_output"], bool):
+            raise RecipeError(f"zero_init_output must be true or false, got {data['zero_init_output']!r}")
+        kw["zero_init_output"] = data["zero_init_output"]
     if data.get("grad_clip") is not None:
         kw["grad_clip"] = _positive("grad_clip", data["grad_clip"])
     if data.get("ema") is not None:
