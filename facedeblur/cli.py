@@ -39,24 +39,19 @@ def _unit_float(text: str) -> float:
     return v
 
 
-def _moments(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"{v} moments: need at least 2 (for one moment use --u)")
-    return v
+def _int_at_least(low: int, hint: str = ""):
+    """argparse type: an integer >= ``low`` (``hint`` is added to the error)."""
 
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{v} must be >= {low}{hint}")
+        return v
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
+    return parse
 
 
 # ----------------------------------------------------------------------------------------------- list / info
@@ -328,13 +323,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="NAME", help="zoo name, hf-hub:ORG/REPO or local-dir:PATH")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--u", type=_unit_float, metavar="U", help="moment in [0, 1] (continuous models; default: card)")
-    g.add_argument("--moments", type=_moments, metavar="N",
+    g.add_argument("--moments", type=_int_at_least(2, " (for one moment use --u)"), metavar="N",
                    help="write N moments u = k/(N-1) as NAME_m00..NAME_mNN (continuous models)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda[:N], mps")
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="inference dtype (default float32)")
     p.add_argument("--weights", metavar="PATH", help="weights file or folder (default: embedded / Hub)")
     p.add_argument("--cache-dir", metavar="DIR", help="download cache")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="batch size for moments (default 8)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8, help="batch size for moments (default 8)")
     p.add_argument("--ext", default="png", choices=("png", "tif", "tiff", "jpg", "jpeg", "webp", "bmp"),
                    help="output format (default png, lossless)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")

@@ -22,31 +22,19 @@ from safetensors.torch import save_file
 import facedeblur
 from facedeblur.errors import (ModelNotFoundError, WeightsIntegrityError, WeightsMismatchError,
                                WeightsNotAvailableError)
-from facedeblur.models import get_card
 from facedeblur.models._registry import WeightsSpec
 from facedeblur.weights import (card_from_source, download, load_pretrained_into, resolve_weights,
                                 save_pretrained)
 
 from fakehub import FakeHub
 
-TINY = {"width": 4, "num_res": 1}
+from tinymodels import forward_probe, tiny_card, tiny_model  # noqa: E402
+
 REPO = "facedeblur-test/cfmd-tiny"
 
 
-def tiny_card(**kw):
-    card = get_card("cfmd-gan.lite")
-    return dataclasses.replace(card, arch_kwargs={**card.arch_kwargs, **TINY, **kw})
-
-
-def tiny_model(seed: int = 0, **kw) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return facedeblur.create_model("cfmd-gan", **{**TINY, **kw})
-
-
 def _forward(model: torch.nn.Module) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        return model(torch.rand(1, 3, 8, 8, generator=g), 0.7)[-1]
+    return forward_probe(model, 0.7)
 
 
 def hub_card(repo: str, revision: str, sha256: str | None) -> "facedeblur.ModelCard":

@@ -19,23 +19,11 @@ from facedeblur.weights import (card_from_source, download, load_pretrained_into
                                 push_to_hub, read_state_dict, resolve_weights, save_pretrained, sha256_file)
 from facedeblur.weights import hub as hubmod
 
-TINY = {"width": 4, "num_res": 1}
-
-
-def tiny_card(name: str = "cfmd-gan.lite", **kw):
-    card = get_card(name)
-    return dataclasses.replace(card, arch_kwargs={**card.arch_kwargs, **TINY, **kw})
-
-
-def tiny_model(seed: int = 0, **kw) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return facedeblur.create_model("cfmd-gan", **{**TINY, **kw})
+from tinymodels import TINY, forward_probe, tiny_card, tiny_model  # noqa: E402
 
 
 def _forward(model: torch.nn.Module) -> torch.Tensor:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        return model(torch.rand(1, 3, 8, 8, generator=g), 0.3)[-1]
+    return forward_probe(model, 0.3)
 
 
 @pytest.fixture
