@@ -7,7 +7,7 @@ import torch
 
 import facedeblur
 from facedeblur.models.layers import ResidualGate
-from facedeblur.train.calibrate import fit_gate, residual_stats
+from facedeblur.train.calibrate import calibrate_gate, calibration_samples, fit_gate, residual_stats
 
 
 def test_gate_identity_until_calibrated_and_interpolates():
@@ -73,6 +73,68 @@ def test_residual_stats_match_direct_computation():
         out = g(s["blurry"][None], s["u"][None])[-1][0]
         g.gate.enabled = True
     r, d = (out - s["blurry"]).double(), (s["sharp"] - s["blurry"]).double()
-    assert stats.shape == (3, 4)
+    assert stats.shape == (3, 5)
     np.testing.assert_allclose(stats[2], [(r * r).mean().sqrt().item(), (d * d).mean().item(),
-                                          (r * d).mean().item(), (r * r).mean().item()], rtol=1e-6)
+                                          (r * d).mean().item(), (r * r).mean().item(), 0.5], rtol=1e-6)
+
+
+def test_gate_bilinear_in_u_and_rms():
+    """A gate with u knots interpolates alpha linearly in u between the knots' rows."""
+    gate = ResidualGate(num_knots=2, num_u_knots=3)
+    gate.knots.copy_(torch.tensor([0.0, 1.0]))
+    gate.alphas.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]]))  # u = 0, 0.5, 1
+    rms = torch.tensor([0.1, 0.1, 0.1, 0.1])
+    alpha = gate.alpha(rms, torch.tensor([0.0, 0.25, 0.5, 0.75]))
+    assert torch.allclose(alpha, torch.tensor([0.0, 0.5, 1.0, 0.75]))
+    with pytest.raises(ValueError, match="pass the control factor"):
+        gate.alpha(rms)
+    x = torch.zeros(1, 3, 2, 2)
+    out = torch.full((1, 3, 2, 2), 0.1)
+    assert torch.allclose(gate(x, out, torch.tensor([0.25])), out * 0.5)
+
+
+def test_fit_gate_per_u_knot():
+    """Residuals that are right at u = 0.5 and wrong at the ends give alpha 1 in the middle and 0 at the ends."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(300):
+        u = [0.0, 0.5, 1.0][i % 3]
+        rms = 0.01 + 0.02 * rng.random()
+        rr, dd = rms ** 2, 2 * rms ** 2
+        rd = rr if u == 0.5 else -rr
+        rows.append([rms, dd, rd, rr, u])
+    fit = fit_gate(np.array(rows), num_knots=4, num_u_knots=3)
+    alphas = np.array(fit["alphas"])
+    assert alphas.shape == (3, 4) and fit["u_knots"] == [0.0, 0.5, 1.0]
+    assert np.all(alphas[1] == 1.0) and np.all(alphas[[0, 2]] == 0.0)
+    with pytest.raises(ValueError, match="u of every sample"):
+        fit_gate(np.array(rows)[:, :4], num_knots=4, num_u_knots=3)
+
+
+def test_calibrate_gate_on_windows_never_loses_on_its_pairs(tmp_path):
+    """End to end on prepared-window files: one pair per window and u knot; the fitted gate's mean PSNR gain on
+    those pairs is at least the ungated model's and at least 0 (alpha = 0 is always available)."""
+    rng = np.random.default_rng(0)
+    windows = []
+    for i in range(12):
+        n = 5 + 2 * (i % 3)
+        frames = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+        np.save(tmp_path / f"w{i}.npy", frames)
+        windows.append({"file": f"w{i}.npy", "split": "train"})
+    pairs = list(calibration_samples(tmp_path, windows[:1], [0.0, 0.5, 1.0]))
+    assert [round(float(p["u"]), 3) for p in pairs] == [0.0, 0.5, 1.0]
+    torch.manual_seed(0)
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True, gate_u_knots=3).eval()
+    g.gate.knots.copy_(torch.linspace(0, 0.1, 8))
+    fit = calibrate_gate(g, tmp_path, windows, progress=False)
+    assert fit["samples"] == 36 and np.array(fit["alphas"]).shape == (3, 8)
+    stats = residual_stats(g, calibration_samples(tmp_path, windows, [0.0, 0.5, 1.0]), progress=False)
+    gated = []
+    with torch.no_grad():
+        for p in calibration_samples(tmp_path, windows, [0.0, 0.5, 1.0]):
+            out = g(p["blurry"][None], p["u"][None])[-1][0]
+            mse_in = (p["sharp"] - p["blurry"]).double().pow(2).mean()
+            mse_out = (p["sharp"] - out).double().pow(2).mean()
+            gated.append(10 * torch.log10(mse_in / mse_out).item())
+    ungated = 10 * np.log10(stats[:, 1] / np.maximum(stats[:, 1] - 2 * stats[:, 2] + stats[:, 3], 1e-12))
+    assert np.mean(gated) >= -1e-6 and np.mean(gated) >= np.mean(ungated) - 1e-6

@@ -118,3 +118,25 @@ def test_zero_init_output_starts_as_identity():
     assert torch.equal(out, x)
     assert torch.equal(out2, torch.nn.functional.interpolate(x, scale_factor=0.5, mode="nearest"))
     assert out4.shape == (2, 3, 4, 4)
+
+
+def _control_change(g) -> float:
+    """Relative change of the control vectors between u = 0 and u = 1 (smallest over levels)."""
+    with torch.no_grad():
+        e0, d0 = g.mapping(torch.tensor([0.0]))
+        e1, d1 = g.mapping(torch.tensor([1.0]))
+    return min(((a - b).norm() / a.norm().clamp_min(1e-12)).item() for a, b in zip(e0 + d0, e1 + d1))
+
+
+def test_kaiming_mapping_init_makes_u_visible():
+    """Default init: u moves the controls by well under 1 % (8 shrinking layers); kaiming_init_mapping_()
+    makes the change comparable to the controls' size, and the generator's output then depends on u."""
+    torch.manual_seed(0)
+    g = facedeblur.create_model("cfmd-gan", width=8, num_res=1, residual_gate=False)
+    assert _control_change(g) < 0.02
+    g.kaiming_init_mapping_()
+    assert _control_change(g) > 0.3
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        a, b = g(x, 0.0)[-1], g(x, 1.0)[-1]
+    assert (a - b).abs().max().item() > 1e-3

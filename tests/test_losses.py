@@ -131,3 +131,16 @@ def test_loss_weights_from_mapping():
     assert w == LossWeights()
     with pytest.raises(ValueError, match="unknown loss weight keys"):
         LossWeights.from_mapping({"l1": 1.0})
+
+
+def test_multiscale_charbonnier_coarse_weight():
+    """coarse_weight scales the 1/4 and 1/2 terms only; 1.0 is Eq. 16's plain sum."""
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 16, 16)
+    outs = [torch.rand(1, 3, 4, 4), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)]
+    gts = gt_pyramid(target, 3)
+    terms = [charbonnier(o, g) for o, g in zip(outs, gts)]
+    assert torch.allclose(multiscale_charbonnier(outs, target), sum(terms))
+    assert torch.allclose(multiscale_charbonnier(outs, target, coarse_weight=0.25),
+                          0.25 * (terms[0] + terms[1]) + terms[2])
+    assert torch.allclose(multiscale_charbonnier(outs, target, coarse_weight=0.0), terms[2])

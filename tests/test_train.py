@@ -485,3 +485,17 @@ def test_recipe_zero_init_output(tmp_path, data, zero):
         out = trainer.g(x.to(trainer.device), torch.tensor([0.5]))[-1].cpu()
     assert torch.equal(out, x) == zero
     assert "zero_init_output" not in trainer.arch_kwargs
+
+
+def test_recipe_mapping_init(tmp_path, data):
+    """mapping_init: kaiming re-initialises G_M so u visibly moves the controls; bad values are a RecipeError."""
+    change = {}
+    for mode in ("default", "kaiming"):
+        g = _trainer(tmp_path / mode, data, recipe={"mapping_init": mode}).g
+        with torch.no_grad():
+            e0, d0 = g.mapping(torch.tensor([0.0]))
+            e1, d1 = g.mapping(torch.tensor([1.0]))
+        change[mode] = min(((a - b).norm() / a.norm()).item() for a, b in zip(e0 + d0, e1 + d1))
+    assert change["kaiming"] > 0.3 and change["kaiming"] > 3 * change["default"]
+    with pytest.raises(RecipeError, match="mapping_init"):
+        resolve_recipe({"mapping_init": "xavier"})

@@ -56,6 +56,25 @@ class MappingNetwork(nn.Module):
         self.enc_heads = nn.ModuleList([nn.Conv2d(width, c, 1) for c in level_widths])
         self.dec_heads = nn.ModuleList([nn.Conv2d(width, c, 1) for c in level_widths])
 
+    @torch.no_grad()
+    def kaiming_init_(self) -> "MappingNetwork":
+        """Re-initialise so that u reaches the control vectors (an init choice; the paper is silent).
+
+        With PyTorch's default init each of the 8 layers shrinks the u-dependent part of the signal by about
+        sqrt(3) while the biases stay, so at init ``ctrl(u=1)`` differs from ``ctrl(u=0)`` by ~0.3 % and u is
+        all but invisible to the generator; gradients towards using u are equally small. Here layer 1 gets
+        weights N(0, 1) and biases U(-1, 0) (its LReLU kinks fall inside u's range [0, 1]); the other layers
+        and heads get He-normal weights for LReLU(0.2) and zero biases, so the variation over u keeps its size
+        (the controls of u = 0 and u = 1 differ by about their own norm).
+        """
+        first = self.trunk[0]
+        nn.init.normal_(first.weight, 0.0, 1.0)
+        nn.init.uniform_(first.bias, -1.0, 0.0)
+        for conv in [*self.trunk[1:], *self.enc_heads, *self.dec_heads]:
+            nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
+            nn.init.zeros_(conv.bias)
+        return self
+
     def forward(self, u: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         z = u.view(-1, 1, 1, 1)
         for conv in self.trunk:
@@ -216,6 +235,7 @@ class CFMDGenerator(nn.Module):
         se_reduction: CACA channel reduction (code: 4; paper silent).
         residual_gate: add a :class:`~facedeblur.models.layers.ResidualGate` on the full-resolution output
             (eval mode only; not in the paper; calibrated after training on training pairs).
+        gate_u_knots: number of u knots of that gate (its alpha is piecewise-linear in u and residual size).
 
     ``forward(b, u)`` takes ``b`` (N, 3, H, W) in [0, 1] with H, W multiples of 4 and ``u`` (N,) or a
     float, and returns the three residual outputs ``[1/4, 1/2, 1]`` (MIMO-UNet multi-output).
@@ -224,11 +244,12 @@ class CFMDGenerator(nn.Module):
     pad_multiple = 4
 
     def __init__(self, width: int = 32, num_res: int = 8, mapping_width: int = 32, mapping_layers: int = 8,
-                 mask_scale: float = 1.0, se_reduction: int = 4, residual_gate: bool = False) -> None:
+                 mask_scale: float = 1.0, se_reduction: int = 4, residual_gate: bool = False,
+                 gate_u_knots: int = 5) -> None:
         super().__init__()
         c = width
         # not part of the paper: an optional, post-training-calibrated do-no-harm gate (see ResidualGate)
-        self.gate = ResidualGate() if residual_gate else None
+        self.gate = ResidualGate(num_u_knots=gate_u_knots) if residual_gate else None
         levels = (c, 2 * c, 4 * c)
         self.mapping = MappingNetwork(mapping_width, mapping_layers, levels)
         self.stem = _conv(3, c, 3)
@@ -254,6 +275,12 @@ class CFMDGenerator(nn.Module):
         for conv in (self.head, self.out4, self.out2):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
+        return self
+
+    def kaiming_init_mapping_(self) -> "CFMDGenerator":
+        """He-initialise G_M so u visibly changes the controls at init (recipe ``mapping_init: kaiming``);
+        see :meth:`MappingNetwork.kaiming_init_`."""
+        self.mapping.kaiming_init_()
         return self
 
     def forward(self, b: torch.Tensor, u: torch.Tensor | float) -> list[torch.Tensor]:
@@ -285,7 +312,7 @@ class CFMDGenerator(nn.Module):
         d1 = self.decoder[0](lrelu(z), dec_c[0])
         full = self.head(d1) + b
         if self.gate is not None and not self.training:
-            full = self.gate(b, full)
+            full = self.gate(b, full, u)
         outs = [out4, out2, full]
         return [o.contiguous() for o in outs]  # back to the default layout for callers (3 channels: cheap)
 

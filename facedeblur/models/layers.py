@@ -336,26 +336,44 @@ class SqueezeExcite(nn.Module):
 class ResidualGate(nn.Module):
     """Do-no-harm shrinkage of a restoration residual, calibrated after training (not a paper component).
 
-    ``out = x + alpha(rms(r)) * r`` with ``r = model(x) - x`` and ``rms`` the residual's root mean square per
-    image (in [0, 1] units). ``alpha`` is piecewise-linear over ``knots`` and is the least-squares optimal
-    scale of the residual per magnitude bin, fitted on *training* pairs (:func:`facedeblur.train.calibrate`).
-    Near-sharp inputs get small residuals, where an imperfect model's changes are mostly error; there the fit
-    gives alpha < 1 and the input is left (nearly) alone. Identity (alpha = 1) until calibrated.
+    ``out = x + alpha(rms(r), u) * r`` with ``r = model(x, u) - x`` and ``rms`` the residual's root mean square
+    per image (in [0, 1] units). ``alpha`` is piecewise-linear over the residual-RMS ``knots`` (K) and, for
+    continuous models, over the control-factor knots ``u_knots`` (M, evenly spaced on [0, 1]); ``alphas`` (M, K)
+    are least-squares optimal scales fitted on *training* pairs (:func:`facedeblur.train.calibrate.fit_gate`).
+    Where an imperfect model's changes are mostly error (small residuals of near-sharp inputs; the far ends of
+    the exposure, u near 0 or 1, which are harder to predict than its middle), the fit gives alpha < 1 and the
+    input is left (nearly) alone. Identity (alpha = 1) until calibrated.
     """
 
-    def __init__(self, num_knots: int = 8) -> None:
+    def __init__(self, num_knots: int = 8, num_u_knots: int = 1) -> None:
         super().__init__()
         self.enabled = True  # switched off while the gate is being calibrated
         self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots))
-        self.register_buffer("alphas", torch.ones(num_knots))
+        self.register_buffer("u_knots", torch.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1
+                             else torch.full((1,), 0.5))
+        self.register_buffer("alphas", torch.ones(num_u_knots, num_knots))
 
-    def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def alpha(self, rms: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """alpha per image for residual RMS ``rms`` (N,) at control factors ``u`` (N,) (bilinear in (u, rms))."""
+        knots, alphas = self.knots.float(), self.alphas.float()
+        rows = torch.stack([_interp(rms.float(), knots, a) for a in alphas], dim=1)  # (N, M)
+        if len(self.u_knots) == 1:
+            return rows[:, 0]
+        if u is None:
+            raise ValueError("this gate depends on u (num_u_knots > 1); pass the control factor")
+        uk = self.u_knots.float()
+        u = u.float().reshape(-1).expand(rms.shape[0]).clamp(uk[0], uk[-1])
+        i = torch.searchsorted(uk, u, right=True).clamp(1, len(uk) - 1)
+        t = (u - uk[i - 1]) / (uk[i] - uk[i - 1]).clamp_min(1e-12)
+        lo, hi = rows.gather(1, (i - 1)[:, None])[:, 0], rows.gather(1, i[:, None])[:, 0]
+        return lo + t * (hi - lo)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         if not self.enabled:
             return out
         r = out - x
         rms = r.float().pow(2).mean(dim=(1, 2, 3)).sqrt()
-        alpha = _interp(rms, self.knots.float(), self.alphas.float()).to(r.dtype)
-        return x + alpha.view(-1, 1, 1, 1) * r
+        return x + self.alpha(rms, u).to(r.dtype).view(-1, 1, 1, 1) * r
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,13 @@
 """Post-training calibration of a model's do-no-harm residual gate (:class:`facedeblur.models.layers.ResidualGate`).
 
-For restoration models that predict ``out = x + r``, the gate scales the residual by ``alpha(rms(r))``. This
+For restoration models that predict ``out = x + r``, the gate scales the residual by ``alpha(rms(r), u)``. This
 module fits ``alpha`` on *training* pairs: samples are grouped by the magnitude of their predicted residual
-(quantile bins), and in each bin ``alpha`` in [0, 1] maximises the mean PSNR gain over the input. Each sample
-only needs three numbers, since ``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``.
-The validation identities are never used, so validation numbers measured afterwards stay honest.
+(quantile bins) and, for gates with several u knots, by the nearest u knot; in each cell ``alpha`` in [0, 1]
+maximises the mean PSNR gain over the input. Each sample only needs three numbers, since
+``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``. Calibration pairs are training
+windows' FMR-ordered frames at the u knots (Table 4 protocol), so both the centre moment and the ends of the
+exposure are represented. The validation identities are never used, so validation numbers measured afterwards
+stay honest.
 """
 from __future__ import annotations
 
@@ -13,13 +16,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-__all__ = ["residual_stats", "fit_gate"]
+__all__ = ["residual_stats", "fit_gate", "calibration_samples", "calibrate_gate", "calibrate_folder"]
 
 
 @torch.inference_mode()
 def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Tensor]], *, batch: int = 4,
                    progress: bool = True) -> np.ndarray:
-    """(rms(r), |d|^2, <r, d>, |r|^2) per sample (means over pixels), with the gate disabled."""
+    """(rms(r), |d|^2, <r, d>, |r|^2, u) per sample (means over pixels), with the gate disabled."""
     from tqdm.auto import tqdm
 
     gate = getattr(model, "gate", None)
@@ -38,7 +41,7 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
         r, d = (out - x).double(), (gt - x).double()
         for i in range(len(buf)):
             rr, rd, dd = (r[i] * r[i]).mean().item(), (r[i] * d[i]).mean().item(), (d[i] * d[i]).mean().item()
-            rows.append([rr ** 0.5, dd, rd, rr])
+            rows.append([rr ** 0.5, dd, rd, rr, float(u.reshape(-1)[i if u.numel() > 1 else 0])])
         buf.clear()
 
     try:
@@ -55,60 +58,119 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
 
 
 def _gain(stats: np.ndarray, alpha: float) -> np.ndarray:
-    _, dd, rd, rr = stats.T
+    dd, rd, rr = stats[:, 1], stats[:, 2], stats[:, 3]
     mse = np.maximum(dd - 2 * alpha * rd + alpha * alpha * rr, 1e-12)
     return 10 * np.log10(np.maximum(dd, 1e-12) / mse)
 
 
-def fit_gate(stats: np.ndarray, num_knots: int = 8) -> dict[str, Any]:
-    """Knots (residual RMS at bin medians) and alphas (best mean PSNR gain per bin, grid over [0, 1])."""
+def _best_alpha(s: np.ndarray) -> tuple[float, float, float]:
+    """(alpha on a 0.025 grid over [0, 1] with the best mean gain, that gain, the ungated gain)."""
+    grid = np.linspace(0.0, 1.0, 41)
+    gains = [float(_gain(s, a).mean()) for a in grid]
+    best = int(np.argmax(gains))
+    return float(grid[best]), gains[best], gains[-1]
+
+
+def fit_gate(stats: np.ndarray, num_knots: int = 8, num_u_knots: int = 1, min_cell: int = 8) -> dict[str, Any]:
+    """Fit a gate's knots and alphas from :func:`residual_stats` rows.
+
+    Residual-RMS knots are the medians of ``num_knots`` quantile bins over all samples. With ``num_u_knots`` > 1
+    (rows must then carry u in column 4) each sample also belongs to its nearest of the evenly spaced u knots,
+    and every (u knot, RMS bin) cell gets its own alpha; a cell with fewer than ``min_cell`` samples takes its
+    RMS bin's alpha over all u. Returns ``knots`` (K), ``u_knots`` (M), ``alphas`` (M x K; a flat list of K for
+    M = 1, as before) and a per-cell report of the mean PSNR gain with and without the gate.
+    """
     if len(stats) < num_knots * 4:
         raise ValueError(f"need at least {num_knots * 4} samples to fit {num_knots} gate bins, got {len(stats)}")
+    if num_u_knots > 1 and stats.shape[1] < 5:
+        raise ValueError("a gate with u knots needs the u of every sample (column 4 of residual_stats)")
     order = np.argsort(stats[:, 0])
     bins = np.array_split(order, num_knots)
-    grid = np.linspace(0.0, 1.0, 41)
-    knots, alphas, report = [], [], []
-    for idx in bins:
-        s = stats[idx]
-        gains = [float(_gain(s, a).mean()) for a in grid]
-        best = int(np.argmax(gains))
-        knots.append(float(np.median(s[:, 0])))
-        alphas.append(float(grid[best]))
-        report.append({"rms_median": knots[-1], "count": len(idx), "alpha": alphas[-1],
-                       "gain_ungated_db": gains[-1], "gain_gated_db": gains[best]})
+    knots = [float(np.median(stats[idx, 0])) for idx in bins]
     for i in range(1, len(knots)):  # strictly increasing knots for interpolation
         knots[i] = max(knots[i], knots[i - 1] + 1e-6)
-    return {"knots": knots, "alphas": alphas, "bins": report}
+    u_knots = np.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1 else np.array([0.5])
+    nearest = (np.abs(stats[:, 4:5] - u_knots[None]).argmin(1) if num_u_knots > 1
+               else np.zeros(len(stats), dtype=int))
+    pooled = [_best_alpha(stats[idx])[0] for idx in bins]
+    alphas = np.ones((len(u_knots), num_knots))
+    report = []
+    for m, uk in enumerate(u_knots):
+        for k, idx in enumerate(bins):
+            cell = stats[idx[nearest[idx] == m]]
+            if len(cell) >= min_cell:
+                alpha, gated, ungated = _best_alpha(cell)
+            else:
+                alpha = pooled[k]
+                gated = float(_gain(cell, alpha).mean()) if len(cell) else float("nan")
+                ungated = float(_gain(cell, 1.0).mean()) if len(cell) else float("nan")
+            alphas[m, k] = alpha
+            report.append({"u_knot": float(uk), "rms_median": knots[k], "count": int(len(cell)), "alpha": alpha,
+                           "pooled": len(cell) < min_cell, "gain_ungated_db": ungated, "gain_gated_db": gated})
+    return {"knots": knots, "u_knots": u_knots.tolist(),
+            "alphas": alphas[0].tolist() if num_u_knots == 1 else alphas.tolist(), "bins": report}
+
+
+def calibration_samples(root: Any, windows: list[dict[str, Any]], u_knots: Iterable[float]
+                        ) -> Iterable[dict[str, torch.Tensor]]:
+    """For each window and u knot: the blurry average, the FMR-ordered frame nearest to that u, and its u."""
+    from ..data.blur import average_frames
+    from ..data.engine import WindowValSet, _to_tensor
+
+    ds = WindowValSet(root, windows)
+    for i in range(len(ds)):
+        frames = ds.frames(i)
+        n = len(frames)
+        blurry = _to_tensor(average_frames(frames))
+        for k in sorted({int(round(float(uk) * (n - 1))) for uk in u_knots}):
+            yield {"blurry": blurry, "sharp": _to_tensor(frames[k]), "u": torch.tensor(k / (n - 1))}
+
+
+def calibrate_gate(model: torch.nn.Module, root: Any, windows: list[dict[str, Any]], *,
+                   progress: bool = True) -> dict[str, Any]:
+    """Fit ``model.gate`` in place on prepared ``windows`` (FMR-ordered frame stacks under ``root``) and return
+    the fit (:func:`fit_gate`) with the number of pairs used under ``samples``."""
+    gate = model.gate
+    u_knots = gate.u_knots.tolist()
+    stats = residual_stats(model, calibration_samples(root, windows, u_knots), progress=progress)
+    fit = fit_gate(stats, num_knots=len(gate.knots), num_u_knots=len(u_knots) if len(u_knots) > 1 else 1)
+    gate.knots.copy_(torch.tensor(fit["knots"]))
+    gate.u_knots.copy_(torch.tensor(fit["u_knots"]))
+    gate.alphas.copy_(torch.tensor(fit["alphas"]).reshape(gate.alphas.shape))
+    return {"samples": len(stats), **fit}
 
 
 def calibrate_folder(weights_dir: str, data_dir: str, out_dir: str, *, cache_dir: str | None = None,
-                     max_samples: int = 400, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                     max_samples: int = 200, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Fit the gate of the model saved in ``weights_dir`` (a save_pretrained folder) on the training split of
-    ``data_dir`` (centre moment of each training window, full face crops) and write the calibrated model to
-    ``out_dir`` (same dtype as the input file). Returns the fit report (also recorded in the card)."""
+    ``data_dir`` (``max_samples`` training windows, full 256x256 face crops, the FMR-ordered frames at the gate's
+    u knots) and write the calibrated model to ``out_dir`` (same dtype as the input file). The gate's previous
+    buffers are not read (calibration replaces them), so weights trained with another gate layout calibrate
+    too. Returns the fit report (also recorded in the card)."""
     import dataclasses
 
-    from ..data.engine import PrepConfig, WindowValSet, load_manifest, prepare_windows
+    from ..data.engine import PrepConfig, load_manifest, prepare_windows
     from ..models import get_arch, get_card
-    from ..weights import load_pretrained_into, read_state_dict, save_pretrained
+    from ..weights import load_state_dict_strict, read_state_dict, resolve_weights, save_pretrained
 
     card = get_card(f"local-dir:{weights_dir}")
     model = get_arch(card.architecture).builder(**card.arch_kwargs)
-    path = load_pretrained_into(model, card)
     if getattr(model, "gate", None) is None:
         raise ValueError(f"{card.name}: the architecture has no residual gate (set residual_gate: true)")
+    path = resolve_weights(card)
+    state = {k: v for k, v in read_state_dict(path, card.weights.sha256).items() if not k.startswith("gate.")}
+    state.update({f"gate.{k}": v for k, v in model.gate.state_dict().items()})
+    load_state_dict_strict(model, state, arch_kwargs=dict(card.arch_kwargs), source=str(path))
     model.eval()
     root, windows = load_manifest(prepare_windows(data_dir, cache_dir, PrepConfig(seed=seed), progress=progress))
     train_w = [w for w in windows if w["split"] == "train"]
     rng = np.random.default_rng(seed)
     train_w = [train_w[i] for i in sorted(rng.permutation(len(train_w))[:max_samples])]
-    stats = residual_stats(model, WindowValSet(root, train_w), progress=progress)
-    fit = fit_gate(stats)
-    model.gate.knots.copy_(torch.tensor(fit["knots"]))
-    model.gate.alphas.copy_(torch.tensor(fit["alphas"]))
-    dtype = next(iter(read_state_dict(path).values())).dtype
+    fit = calibrate_gate(model, root, train_w, progress=progress)
+    dtype = next(iter(state.values())).dtype
     training = dict(card.training)
-    training["gate_calibration"] = {"samples": len(stats), "split": "train (centre moment, 256x256 crops)", **fit}
+    training["gate_calibration"] = {"windows": len(train_w),
+                                    "split": "train (FMR-ordered frames at the u knots, 256x256 crops)", **fit}
     card = dataclasses.replace(card, training=training, source="zoo")
     save_pretrained(model, card, out_dir, dtype=dtype)
     return fit
@@ -124,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max-samples", type=int, default=400)
+    ap.add_argument("--max-samples", type=int, default=200, help="training windows (each gives one pair per u knot)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     fit = calibrate_folder(args.weights, args.data, args.out, cache_dir=args.cache_dir,

@@ -31,6 +31,7 @@ class LossWeights:
     """Loss weights of Eq. 13 and Eq. 18 (paper values by default)."""
 
     pix: float = 1.0
+    pix_coarse: float = 1.0  # weight of the 1/4 and 1/2 scales inside L_pix (paper: 1, an equal sum)
     adv: float = 0.1
     ar: float = 0.05
     per: float = 0.01
@@ -69,20 +70,26 @@ def gt_pyramid(target: torch.Tensor, n_scales: int = 3) -> list[torch.Tensor]:
 
 
 def multiscale_charbonnier(outputs: Sequence[torch.Tensor] | torch.Tensor, target: torch.Tensor,
-                           eps: float = 1e-3) -> torch.Tensor:
+                           eps: float = 1e-3, coarse_weight: float = 1.0) -> torch.Tensor:
     """Eq. 16: sum over scales of the mean Charbonnier loss between each output and the GT at its scale.
 
     ``outputs`` is the generator's list ordered coarse to fine (a single tensor counts as one scale).
+    ``coarse_weight`` scales every term but the full-resolution one (1.0 = Eq. 16). Lowering it is a recipe
+    choice for short training: the coarse outputs add the nearest-down-sampled input while their targets are
+    bilinear-down-sampled (as in MIMO-UNet), an easy input-independent difference that otherwise dominates
+    the early gradients.
     """
     if isinstance(outputs, torch.Tensor):
         outputs = [outputs]
     gts = gt_pyramid(target, len(outputs))
     total = outputs[0].new_zeros((), dtype=torch.float32)
-    for out, gt in zip(outputs, gts):
+    last = len(outputs) - 1
+    for i, (out, gt) in enumerate(zip(outputs, gts)):
         if out.shape[-2:] != gt.shape[-2:]:
             raise ValueError(f"output of shape {tuple(out.shape)} does not match the GT pyramid level "
                              f"{tuple(gt.shape)}; the crop size must be divisible by {2 ** (len(outputs) - 1)}")
-        total = total + charbonnier(out, gt, eps)
+        term = charbonnier(out, gt, eps)
+        total = total + (term if i == last else coarse_weight * term)
     return total
 
 
@@ -129,7 +136,7 @@ def generator_loss(outputs: Sequence[torch.Tensor] | torch.Tensor, target: torch
     when given and ``weights.per > 0``.
     """
     final = outputs if isinstance(outputs, torch.Tensor) else outputs[-1]
-    l_pix = multiscale_charbonnier(outputs, target, weights.charbonnier_eps)
+    l_pix = multiscale_charbonnier(outputs, target, weights.charbonnier_eps, weights.pix_coarse)
     total = weights.pix * l_pix
     parts = {"g_pix": l_pix.detach()}
     if d_fake is not None:

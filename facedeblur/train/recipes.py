@@ -30,6 +30,9 @@ class RecipeError(FaceDeblurError, ValueError):
     """A training recipe (zoo config ``training:`` section, ``--config`` file or override) that is invalid."""
 
 
+MAPPING_INITS = ("default", "kaiming")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A resolved training recipe. ``epoch_samples`` samples make one epoch (one LR decay step)."""
@@ -48,6 +51,7 @@ class Recipe:
     grad_clip: float | None = None
     ema: float | None = None
     zero_init_output: bool = False  # start G as the identity (models with ``zero_init_output_()``); init only
+    mapping_init: str = "default"  # "kaiming": models with ``kaiming_init_mapping_()`` (u visible at init)
     data: dict[str, Any] = field(default_factory=dict)  # data-engine keys (DATA_KEYS), flat in to_dict()
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
@@ -179,6 +183,10 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         if not isinstance(data["zero_init_output"], bool):
             raise RecipeError(f"zero_init_output must be true or false, got {data['zero_init_output']!r}")
         kw["zero_init_output"] = data["zero_init_output"]
+    if "mapping_init" in data:
+        if data["mapping_init"] not in MAPPING_INITS:
+            raise RecipeError(f"mapping_init must be one of {list(MAPPING_INITS)}, got {data['mapping_init']!r}")
+        kw["mapping_init"] = data["mapping_init"]
     if data.get("grad_clip") is not None:
         kw["grad_clip"] = _positive("grad_clip", data["grad_clip"])
     if data.get("ema") is not None:

@@ -316,6 +316,10 @@ class Trainer:
             if not hasattr(self.g, "zero_init_output_"):
                 raise RecipeError(f"zero_init_output: {self.arch.name} has no zero_init_output_() method")
             self.g.zero_init_output_()
+        if self.recipe.mapping_init == "kaiming":
+            if not hasattr(self.g, "kaiming_init_mapping_"):
+                raise RecipeError(f"mapping_init: {self.arch.name} has no kaiming_init_mapping_() method")
+            self.g.kaiming_init_mapping_()
         self.d: nn.Module | None = None
         if self.gan:
             module = importlib.import_module(self.arch.builder.__module__)
