@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: torch loads on first use
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "Deblurrer", "restore_faces", "FaceRecord", "NoFaceWarning", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
+__all__ = ["load", "Deblurrer", "restore_faces", "restore_video_file", "FaceRecord", "NoFaceWarning", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
            "BFloat16PerformanceWarning", "FaceDeblurError", "ModelNotFoundError",
            "WeightsError", "WeightsNotAvailableError", "WeightsIntegrityError", "WeightsMismatchError",
            "InputError", "CapabilityError", "DataError", "__version__"]
@@ -36,6 +36,10 @@ def __getattr__(name: str):
         from .faces import pipeline
 
         return getattr(pipeline, name)
+    if name == "restore_video_file":
+        from .faces import video
+
+        return video.restore_video_file
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -206,11 +206,187 @@ def _check_outputs(jobs: list[tuple[Path, list[Path]]], overwrite: bool) -> None
         raise InputError(f"output {str(existing[0])!r}{more} exists; pass --overwrite to replace, or choose another -o")
 
 
+def _fraction(text: str) -> float:
+    """``--blend``: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1]") from None
+    if not 0.0 <= v <= 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1] (0 = input unchanged, 1 = full restoration)")
+    return v
+
+
+class _Timed:
+    """Wraps a face detector or a Deblurrer for the GFPGAN layout's timings: ``detect`` / ``restore`` add their
+    wall time to ``seconds``."""
+
+    def __init__(self, inner: Any, batch_size: int | None = None) -> None:
+        self.inner, self.batch_size, self.seconds = inner, batch_size, 0.0
+        self.card = getattr(inner, "card", None)
+
+    def detect(self, rgb: Any) -> Any:
+        import time
+
+        t = time.perf_counter()
+        try:
+            return self.inner.detect(rgb)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def restore(self, crops: Any, u: Any = None) -> Any:
+        import time
+
+        t = time.perf_counter()
+        try:
+            return self.inner.restore(crops, u=u, faces=False, batch_size=self.batch_size)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+class _Notes:
+    """Collects the library's notices (no face found, audio not copied) and prints each as one line,
+    ``facedeblur: note: ...``; other warnings are shown as usual."""
+
+    def __enter__(self) -> "_Notes":
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self.caught = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import warnings
+
+        from .faces.pipeline import NoFaceWarning
+        from .faces.video import AudioNotCopiedWarning
+
+        self._cm.__exit__(*exc)
+        for w in self.caught:
+            if issubclass(w.category, (NoFaceWarning, AudioNotCopiedWarning)):
+                print(f"facedeblur: note: {' '.join(str(w.message).split())}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _face_files(out: Path, rel: Path) -> list[Path]:
+    """Existing GFPGAN-layout face files of the image ``rel`` (``NAME_00.png``, ...) under ``out``."""
+    found: list[Path] = []
+    for folder in ("cropped_faces", "restored_faces", "cmp"):
+        d = out / folder / rel.parent
+        if d.is_dir():
+            found += sorted(p for p in d.glob(f"{rel.stem}_[0-9][0-9]*.png") if p.stem[len(rel.stem) + 1:].isdigit())
+    return found
+
+
+def _restore_gfpgan(deblurrer: Any, img: Any, src: Path, out: Path, rel: Path, args: argparse.Namespace,
+                    aligned: bool, t_read: float) -> int:
+    """One image in the GFPGAN layout: ``cropped_faces/NAME_KK.png``, ``restored_faces/NAME_KK.png``,
+    ``cmp/NAME_KK.png`` (crop | restored), ``restored_imgs/NAME.EXT`` and the sidecar ``json/NAME.json``.
+    Returns the number of files written."""
+    import time
+
+    import numpy as np
+
+    from .faces.align import crop_style_for
+    from .faces.pipeline import restore_faces
+    from .restore import write_image
+
+    t0 = time.perf_counter()
+    model = _Timed(deblurrer, args.batch_size)
+    detector = None if aligned else _Timed(deblurrer.face_detector())
+    restored, records = restore_faces(img, model, u=args.u, aligned=aligned, only_center_face=args.only_center_face,
+                                      blend=args.blend, color_match=args.color_match, detector=detector)
+    t_pipe = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    depth, scale = (np.uint16, 65535.0) if img.dtype == np.uint16 else (np.uint8, 255.0)
+
+    def to_int(a: Any) -> Any:
+        return np.clip(np.rint(a * scale), 0, scale).astype(depth)
+
+    stale = set(_face_files(out, rel)) if args.overwrite else set()
+    faces, written = [], 0
+    for k, r in enumerate(records):
+        name = f"{rel.stem}_{k:02d}.png"
+        paths = {key: out / folder / rel.parent / name for key, folder in
+                 (("cropped_face", "cropped_faces"), ("restored_face", "restored_faces"), ("cmp", "cmp"))}
+        crop, rest = to_int(r.crop), to_int(r.restored)
+        for key, a in (("cropped_face", crop), ("restored_face", rest), ("cmp", np.concatenate([crop, rest], 1))):
+            write_image(paths[key], a, overwrite=args.overwrite)
+            stale.discard(paths[key])
+            written += 1
+        faces.append({"index": k, "box": [round(float(v), 3) for v in r.box],
+                      "score": None if r.score is None else round(float(r.score), 6),
+                      "landmarks": None if r.landmarks is None else np.round(r.landmarks.astype(float), 3).tolist(),
+                      "affine": np.round(np.asarray(r.affine, dtype=float), 6).tolist(), "crop_size": r.size,
+                      **{key: p.relative_to(out).as_posix() for key, p in paths.items()}})
+    for p in stale:  # face files of an earlier run of this image with more faces
+        p.unlink()
+    restored_path = out / "restored_imgs" / rel
+    write_image(restored_path, restored, overwrite=args.overwrite)
+    written += 1
+    t_write = time.perf_counter() - t1
+    us = deblurrer._resolve_u(args.u, 1)[0]
+    try:
+        style: str | None = crop_style_for(deblurrer.card)
+    except FaceDeblurError:
+        style = None
+    h, w = img.shape[:2]
+    record = {
+        "schema": "facedeblur.faces/1",
+        "input": str(src),
+        "image": {"width": int(w), "height": int(h), "channels": 1 if img.ndim == 2 else int(img.shape[2]),
+                  "dtype": str(img.dtype)},
+        "model": deblurrer.name,
+        "u": us,
+        "aligned": aligned,
+        "detector": None if aligned else type(detector.inner).__name__,  # type: ignore[union-attr]
+        "crop_style": style,
+        "face_size": int(deblurrer.card.input.face_size),
+        "blend": args.blend,
+        "color_match": bool(args.color_match),
+        "restored_img": restored_path.relative_to(out).as_posix(),
+        "faces": faces,
+        "timings_s": {"read": round(t_read, 6),
+                      "detect": round(detector.seconds, 6) if detector is not None else 0.0,
+                      "restore": round(model.seconds, 6),
+                      "align_paste": round(max(t_pipe - model.seconds - (detector.seconds if detector else 0.0), 0.0),
+                                           6),
+                      "write": round(t_write, 6),
+                      "total": round(t_read + t_pipe + t_write, 6)},
+    }
+    _write_json(out / "json" / rel.with_suffix(".json"), record, args.overwrite)
+    return written + 1
+
+
+def _write_json(path: Path, data: Any, overwrite: bool) -> None:
+    """Write ``data`` as JSON atomically (temp file + ``os.replace``)."""
+    import tempfile
+
+    if path.exists() and not overwrite:
+        raise InputError(f"{str(path)!r} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
+    import time
+
     from tqdm.auto import tqdm
 
+    from .faces.video import VIDEO_EXTENSIONS, is_video, restore_video_file
     from .models import get_card
-    from .restore import load, read_image, write_image
+    from .restore import IMAGE_EXTENSIONS, load, read_image, write_image
 
     card = get_card(args.model)
     if (args.u is not None or args.moments is not None) and not card.capabilities.continuous_u:
@@ -218,27 +394,87 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise CapabilityError(f"model {card.name!r} has no control factor u; drop {flag}")
     ext = "." + args.ext.lstrip(".").lower()
     out = Path(args.output)
-    jobs = _collect_jobs(args.inputs, out, ext)
+    gfpgan = args.layout == "gfpgan"
+    faces = {"auto": None, "on": True, "off": False}[args.faces]
+    videos: list[Path] = []
+    images: list[str] = []
+    for item in args.inputs:
+        p = Path(item)
+        if p.is_file() and is_video(p):
+            videos.append(p)
+        elif p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"{item!r}: unsupported file type {p.suffix or '(no suffix)'!r}; restore images "
+                             f"({', '.join(IMAGE_EXTENSIONS)}) or videos ({', '.join(VIDEO_EXTENSIONS)})")
+        else:
+            images.append(item)
+    if args.moments and (videos or gfpgan or faces):
+        what = "videos" if videos else ("--layout gfpgan" if gfpgan else "--faces on")
+        raise InputError(f"--moments writes the moments of face crops; it cannot be combined with {what}")
+    if videos and gfpgan:
+        raise InputError("--layout gfpgan is for images; videos are written as restored videos: restore them in a "
+                         "separate call without --layout")
+    out_kind = out.suffix.lower()
+    if gfpgan and (out_kind in IMAGE_EXTENSIONS or out_kind in VIDEO_EXTENSIONS) and not out.is_dir():
+        raise InputError(f"--layout gfpgan writes folders into OUT; pass a folder as -o, not {str(out)!r}")
+    if out_kind in VIDEO_EXTENSIONS and not out.is_dir():
+        if len(args.inputs) != 1 or not videos:
+            raise InputError(f"-o {str(out)!r} names one output video: pass exactly one input video, or a folder "
+                             "as -o")
+        video_jobs = [(videos[0], out)]
+    else:
+        video_jobs = [(v, out / v.name) for v in videos]
+    jobs = _collect_jobs(images, out, ext) if images else []
     planned: list[tuple[Path, list[Path]]] = []
     for src, dst in jobs:
-        if args.moments:
+        if gfpgan:
+            rel = dst.relative_to(out)
+            planned.append((src, [out / "restored_imgs" / rel, out / "json" / rel.with_suffix(".json")]
+                            + _face_files(out, rel)))
+        elif args.moments:
             planned.append((src, [dst.with_name(f"{dst.stem}_m{k:02d}{dst.suffix}") for k in range(args.moments)]))
         else:
             planned.append((src, [dst]))
-    _check_outputs(planned, args.overwrite)
+    _check_outputs(planned + [(v, [d]) for v, d in video_jobs], args.overwrite)
+    opts: dict[str, Any] = {}
+    if args.only_center_face:
+        opts["only_center_face"] = True
+    if args.blend != 1.0:
+        opts["blend"] = args.blend
+    if args.color_match:
+        opts["color_match"] = True
+    if opts and faces is False and not gfpgan:
+        raise InputError("--only-center-face, --blend and --color-match apply to the face pipeline; drop them or "
+                         "--faces off")
     deblurrer = load(args.model, device=args.device, dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir)
     written = 0
-    for src, dsts in tqdm(planned, desc=f"restore {card.name}", unit="img", disable=args.quiet):
-        img = read_image(src)
-        if args.moments:
-            results = deblurrer.restore_moments(img, n=args.moments, batch_size=args.batch_size)
-        else:
-            results = [deblurrer.restore(img, u=args.u, batch_size=args.batch_size)]
-        for dst, result in zip(dsts, results):
-            write_image(dst, result, overwrite=args.overwrite)
-            written += 1
+    for src, dsts in tqdm(planned, desc=f"restore {card.name}", unit="img", disable=args.quiet or not planned):
+        with _Notes():
+            t0 = time.perf_counter()
+            img = read_image(src)
+            if gfpgan:
+                written += _restore_gfpgan(deblurrer, img, src, out, dsts[0].relative_to(out / "restored_imgs"),
+                                           args, faces is False, time.perf_counter() - t0)
+                continue
+            if args.moments:
+                results = deblurrer.restore_moments(img, n=args.moments, batch_size=args.batch_size)
+            else:
+                results = [deblurrer.restore(img, u=args.u, batch_size=args.batch_size, faces=faces,
+                                             face_options=opts or None)]
+            for dst, result in zip(dsts, results):
+                write_image(dst, result, overwrite=args.overwrite)
+                written += 1
+    n_videos = 0
+    for src, dst in video_jobs:
+        with _Notes():
+            restore_video_file(src, dst, deblurrer, u=args.u, faces=faces, batch_size=args.batch_size,
+                               smoothing=args.smoothing, codec=args.codec, overwrite=args.overwrite,
+                               progress=not args.quiet, **opts)
+        n_videos += 1
     if not args.quiet:
-        print(f"wrote {written} image(s) to {out}", file=sys.stderr)
+        what = f"{written} file(s)" if gfpgan else f"{written} image(s)"
+        if video_jobs:
+            what = f"{n_videos} video(s)" if not planned else f"{what} and {n_videos} video(s)"
+        print(f"wrote {what} to {out}", file=sys.stderr)
     return 0
 
 
@@ -314,12 +550,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the card as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("restore", parents=[common], help="restore image files and folders",
-                       description="Restore images (files or folders, searched recursively) into OUT, mirroring "
-                                   "names. Inputs are never overwritten; existing outputs only with --overwrite.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p = sub.add_parser("restore", parents=[common], help="restore images, photos and videos",
+                       description="Restore images (files or folders, searched recursively) and videos (.mp4, .mov, "
+                                   ".avi, .mkv, .webm, .m4v files) into OUT, mirroring names. Photos go through the "
+                                   "face pipeline (detect, align, restore, paste back; see --faces); videos keep "
+                                   "their frame count, fps and size, and their audio when ffmpeg is on PATH. Inputs "
+                                   "are never overwritten; existing outputs only with --overwrite.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder (or, for one input file, an output file name)")
+                   help="output folder (or, for one input file, an output file name: out.png, out.mp4)")
     p.add_argument("--model", required=True, metavar="NAME", help="zoo name, hf-hub:ORG/REPO or local-dir:PATH")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--u", type=_unit_float, metavar="U", help="moment in [0, 1] (continuous models; default: card)")
@@ -329,11 +568,29 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=_DTYPES, default=None, help="inference dtype (default float32)")
     p.add_argument("--weights", metavar="PATH", help="weights file or folder (default: embedded / Hub)")
     p.add_argument("--cache-dir", metavar="DIR", help="download cache")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=8, help="batch size for moments (default 8)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8,
+                   help="batch size for moments, faces and video frames (default 8)")
     p.add_argument("--ext", default="png", choices=("png", "tif", "tiff", "jpg", "jpeg", "webp", "bmp"),
                    help="output format (default png, lossless)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--faces", choices=("auto", "on", "off"), default="auto",
+                   help="face pipeline: auto (default: photos that are not face-crop sized -- wider than 1.25:1 or "
+                        "larger than twice the model's face size, and not tiny -- are detected, aligned, restored "
+                        "and pasted back; videos: for face-crop models), on (every input is a photo), off (inputs "
+                        "are face crops / whole frames)")
+    p.add_argument("--layout", choices=("plain", "gfpgan"), default="plain",
+                   help="plain (default): OUT/NAME.EXT. gfpgan: OUT/cropped_faces, OUT/restored_faces, OUT/cmp "
+                        "(crop | restored), OUT/restored_imgs and a JSON sidecar per image in OUT/json (images only)")
+    p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
+    p.add_argument("--blend", type=_fraction, default=1.0, metavar="B",
+                   help="0 = input unchanged ... 1 = full restoration (default 1)")
+    p.add_argument("--color-match", action="store_true", help="match each restored face's colours to its input")
+    p.add_argument("--smoothing", type=_int_at_least(0), default=3, metavar="R",
+                   help="videos: landmark smoothing radius in frames (default 3; 0 = off)")
+    p.add_argument("--codec", default=None, metavar="FOURCC",
+                   help="videos: FourCC of the output (default mp4v for .mp4/.mov/.m4v/.mkv, MJPG for .avi, VP80 "
+                        "for .webm; FFV1 in .avi/.mkv is lossless)")
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("download", parents=[common], help="download a model's weights into the cache")
@@ -364,6 +621,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="zoo variant the weights belong to (default cfmd-gan.paper)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder OUT_DIR")
     p.set_defaults(func=cmd_import_official)
+
+    from .benchmark.cli import add_bench_parser  # argparse only; the benchmark loads when a bench command runs
+
+    add_bench_parser(sub, common)
 
     if _wants_train(argv):
         try:

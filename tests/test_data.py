@@ -617,3 +617,12 @@ def test_build_datasets(dataset, prepared, tmp_path):
     train_s, _ = build_datasets(data, None, cache_dir=cache, prep=CFG, progress=False,
                                 recipe={**recipe, "stills_fraction": 1.0})
     assert train_s.stills is not None and len(train_s.stills.paths) == 2 and train_s.stills_fraction == 1.0
+
+
+def test_pick_frame_centre_fraction():
+    """centre_fraction: the FMR-middle frame with that probability, else the uniform draw."""
+    from facedeblur.data.engine import _pick_frame
+
+    assert _pick_frame(0.2, 9, 0.5, 0) == 4 and _pick_frame(0.7, 9, 0.5, 0) == 0
+    assert _pick_frame(0.0, 6, 0.0, 5) == 5  # fraction 0: always the uniform draw (the paper)
+    assert _pick_frame(0.99, 6, 1.0, 5) == 2

@@ -202,7 +202,8 @@ def test_exact_resume_matches_straight_run(tmp_path, data):
     assert second.run().step == 6
     assert _states_equal(straight.g.state_dict(), second.g.state_dict())
     assert _states_equal(straight.d.state_dict(), second.d.state_dict())
-    assert straight.opt_g.param_groups[0]["lr"] == second.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * .99 ** 3)
+    lr0 = straight.recipe.optimizer["lr"]
+    assert straight.opt_g.param_groups[0]["lr"] == second.opt_g.param_groups[0]["lr"] == pytest.approx(lr0 * .99 ** 3)
     sa, sb = straight.opt_d.state_dict()["state"], second.opt_d.state_dict()["state"]
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     # and the run differs from a run that did not train (the comparison can fail)
@@ -499,3 +500,10 @@ def test_recipe_mapping_init(tmp_path, data):
     assert change["kaiming"] > 0.3 and change["kaiming"] > 3 * change["default"]
     with pytest.raises(RecipeError, match="mapping_init"):
         resolve_recipe({"mapping_init": "xavier"})
+
+
+def test_recipe_data_fractions_validated():
+    assert resolve_recipe({"centre_fraction": 0.5}).data == {"centre_fraction": 0.5}
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(RecipeError, match="centre_fraction must be a fraction"):
+            resolve_recipe({"centre_fraction": bad})

@@ -266,7 +266,9 @@ class StillsSource:
     extent_range: tuple[float, float] = (1.0, 14.0)
     frame_counts: tuple[int, ...] = (5, 7, 9, 11, 13)
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+    def sample(self, index: int, centre_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+        """(blurry, one FMR-ordered sharp frame, its u); the FMR-middle frame with probability
+        ``centre_fraction``, else a uniformly drawn one."""
         import cv2
 
         path = self.paths[index % len(self.paths)]
@@ -291,18 +293,28 @@ class StillsSource:
             eyes.append(rot @ (eye - c) + c + (dx, dy))
         order = fmr_order(np.array(eyes) * 4)  # quarter-pixel grid: sub-pixel paths still order cleanly
         frames = frames[order]
-        i = int(rng.integers(n))
+        i = _pick_frame(rng.random(), n, centre_fraction, int(rng.integers(n)))
         return average_frames(frames), frames[i], i / (n - 1)
+
+
+def _pick_frame(r: float, n: int, centre_fraction: float, uniform: int) -> int:
+    """The FMR-middle index (n - 1) // 2 when ``r < centre_fraction``, else ``uniform``."""
+    return (n - 1) // 2 if r < centre_fraction else uniform
 
 
 class WindowTrainSet(torch.utils.data.Dataset):
     """Training samples (CFMD-GAN §4.1/§5.1.2): a window's blurry average, one FMR-ordered sharp frame and its
     u = i/(N-1); plus identity pairs (a sharp frame as its own input, so sharp faces are left alone) and
-    stills blurred along random trajectories. Random up-scale 1.0-1.5 and crop."""
+    stills blurred along random trajectories. Random up-scale 1.0-1.5 and crop.
+
+    The frame is drawn uniformly (the paper), except that with probability ``centre_fraction`` it is the
+    FMR-middle frame (u = 0.5 for odd N). Not in the paper: for a model that does not yet use u the best
+    uniform-u prediction is the blurry input itself (the frames average to it), so early training has almost
+    no signal; extra centre-moment targets give the network a deblurring task from the first step."""
 
     def __init__(self, root: Path, windows: list[dict[str, Any]], *, crop: int, scale_range: tuple[float, float],
                  epoch_samples: int, identity_fraction: float = 0.1, stills: StillsSource | None = None,
-                 stills_fraction: float = 0.3) -> None:
+                 stills_fraction: float = 0.3, centre_fraction: float = 0.0) -> None:
         if not windows:
             raise DataError("no training windows")
         self.root, self.windows, self.crop, self.scale_range = root, windows, crop, tuple(scale_range)
@@ -310,6 +322,7 @@ class WindowTrainSet(torch.utils.data.Dataset):
         self.identity_fraction = identity_fraction
         self.stills = stills
         self.stills_fraction = stills_fraction if stills is not None and stills.paths else 0.0
+        self.centre_fraction = centre_fraction
 
     def __len__(self) -> int:
         return self.epoch_samples
@@ -320,12 +333,13 @@ class WindowTrainSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         r = float(torch.rand(()).item())
         if r < self.stills_fraction:
-            blurry, sharp, u = self.stills.sample(int(torch.randint(0, 2 ** 31 - 1, ()).item()))
+            blurry, sharp, u = self.stills.sample(int(torch.randint(0, 2 ** 31 - 1, ()).item()), self.centre_fraction)
         else:
             w = int(torch.randint(0, len(self.windows), ()).item())
             frames = self._frames(w)
             n = len(frames)
-            i = int(torch.randint(0, n, ()).item())
+            i = _pick_frame(float(torch.rand(()).item()), n, self.centre_fraction,
+                            int(torch.randint(0, n, ()).item()))
             sharp = np.asarray(frames[i])
             if r < self.stills_fraction + self.identity_fraction:
                 blurry = sharp
@@ -399,5 +413,6 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
                            scale_range=tuple(training.get("scale_aug", (1.0, 1.5))),
                            epoch_samples=int(training.get("epoch_samples", 12000)),
                            identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
-                           stills_fraction=float(training.get("stills_fraction", 0.3)))
+                           stills_fraction=float(training.get("stills_fraction", 0.3)),
+                           centre_fraction=float(training.get("centre_fraction", 0.0)))
     return train, WindowValSet(root, val_w)

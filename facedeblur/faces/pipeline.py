@@ -84,9 +84,20 @@ def _check_model(model: Any) -> None:
                          f".restore(list_of_crops, u=...) and .card; got {type(model).__name__}")
 
 
-def _run_model(model: Any, crops: list[np.ndarray], u: Any) -> list[np.ndarray]:
-    """All crops through the model at once (it batches them); each back as (S, S, 3) float32 in [0, 1]."""
-    outs = model.restore(crops, u=u)
+def _run_model(model: Any, crops: list[np.ndarray], u: Any, batch_size: int | None = None) -> list[np.ndarray]:
+    """All crops through the model at once (it batches them); each back as (S, S, 3) float32 in [0, 1].
+
+    A :class:`~facedeblur.restore.deblurrer.Deblurrer` is called with ``faces=False`` (the crops are already
+    aligned: never detect again) and ``batch_size`` (when given)."""
+    from ..restore.deblurrer import Deblurrer
+
+    if isinstance(model, Deblurrer):
+        extra: dict[str, Any] = {"faces": False}
+        if batch_size is not None:
+            extra["batch_size"] = batch_size
+        outs = model.restore(crops, u=u, **extra)
+    else:
+        outs = model.restore(crops, u=u)
     if not isinstance(outs, (list, tuple)) or len(outs) != len(crops):
         raise RuntimeError(f"model.restore returned {type(outs).__name__} for a list of {len(crops)} crops; "
                            "expected a list of as many images")
@@ -118,17 +129,18 @@ def restore_face_arrays(images: Sequence[np.ndarray], model: Any, u: Any = None,
                         only_center_face: bool = False, max_faces: int | None = None, blend: float = 1.0,
                         color_match: bool | str = False, detector: Any = None, whole_image: bool = False,
                         feather: float = 0.1, paste: Literal["residual", "replace"] = "residual",
-                        template: str | None = None) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
+                        template: str | None = None, batch_size: int | None = None
+                        ) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
     """:func:`restore_faces` on HxWx3 float32 RGB arrays in [0, 1] (not modified), the faces of all images in one
     model call. Returns the restored arrays and the face records of each image."""
     return _restore_arrays(images, model, u, aligned, only_center_face, max_faces, blend, color_match, detector,
-                           whole_image, feather, paste, template, stacklevel=3)
+                           whole_image, feather, paste, template, stacklevel=3, batch_size=batch_size)
 
 
 def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: bool, only_center_face: bool,
                     max_faces: int | None, blend: float, color_match: bool | str, detector: Any, whole_image: bool,
-                    feather: float, paste: str, template: str | None,
-                    stacklevel: int) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
+                    feather: float, paste: str, template: str | None, stacklevel: int,
+                    batch_size: int | None = None) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
     for i, im in enumerate(images):
         if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.float32:
             raise InputError(f"images[{i}] must be an HxWx3 float32 RGB array in [0, 1] (restore_faces converts "
@@ -146,13 +158,13 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
         raise InputError("aligned=True and whole_image=True exclude each other: aligned inputs are face crops, "
                          "whole_image restores an arbitrary photo as one image")
     if whole_image:
-        restored = _run_model(model, [np.ascontiguousarray(im) for im in images], u)
+        restored = _run_model(model, [np.ascontiguousarray(im) for im in images], u, batch_size)
         return [im + blend * (r - im) for im, r in zip(images, restored)], [[] for _ in images]
     size = int(model.card.input.face_size)
     style = template if template is not None else crop_style_for(model.card)
     tpl = template_points(style, size)  # also validates an explicit template name
     if aligned:
-        return _restore_aligned(images, model, u, size, style, blend, mode, feather)
+        return _restore_aligned(images, model, u, size, style, blend, mode, feather, batch_size)
 
     if detector is None:
         from .mtcnn import MTCNN
@@ -172,7 +184,7 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
             "aligned=True if the input is already a face crop, whole_image=True to restore the whole image, or a "
             "detector that finds smaller faces (e.g. MTCNN(min_face_size=12))"), stacklevel=stacklevel)
         return [np.array(im, dtype=np.float32, copy=True) for im in images], records
-    restored = _run_model(model, [c for *_, c in jobs], u)
+    restored = _run_model(model, [c for *_, c in jobs], u, batch_size)
     weights = crop_mask(size, feather) if feather > 0 else None
     per_image: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
     for (k, face, m, crop), out in zip(jobs, restored):
@@ -187,7 +199,8 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
 
 
 def _restore_aligned(images: Sequence[np.ndarray], model: Any, u: Any, size: int, style: str, blend: float,
-                     mode: str | None, feather: float) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
+                     mode: str | None, feather: float,
+                     batch_size: int | None = None) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
     """Inputs that are already face crops: resized to the model's face size (if needed), restored, and the
     residual resized back; no detection, no mask."""
     import cv2
@@ -205,7 +218,7 @@ def _restore_aligned(images: Sequence[np.ndarray], model: Any, u: Any, size: int
             crops.append(np.clip(cv2.resize(im, (size, size), interpolation=interp), 0, 1).astype(np.float32))
         sx, sy = size / w, size / h  # pixel edges to pixel edges
         mats.append(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], dtype=np.float64))
-    restored = _run_model(model, crops, u)
+    restored = _run_model(model, crops, u, batch_size)
     outs, records = [], []
     for im, crop, out, m in zip(images, crops, restored, mats):
         if mode is not None:
@@ -223,7 +236,7 @@ def restore_faces(img: Any, model: Any, u: Any = None, aligned: bool = False, on
                   max_faces: int | None = None, blend: float = 1.0, color_match: bool | str = False,
                   detector: Any = None, *, whole_image: bool = False, feather: float = 0.1,
                   paste: Literal["residual", "replace"] = "residual", template: str | None = None,
-                  channel_order: str = "rgb") -> tuple[Any, list[FaceRecord]]:
+                  channel_order: str = "rgb", batch_size: int | None = None) -> tuple[Any, list[FaceRecord]]:
     """Restore every face of a photo with a face model; returns ``(restored image, face records)``.
 
     Args:
@@ -244,6 +257,7 @@ def restore_faces(img: Any, model: Any, u: Any = None, aligned: bool = False, on
         paste: ``"residual"`` (paste the model's change; exact where the model changes nothing) or ``"replace"``.
         template: crop style name (see :data:`facedeblur.faces.align.TEMPLATES`); default from the card.
         channel_order: ``"bgr"`` for OpenCV arrays.
+        batch_size: crops per forward pass of a :class:`~facedeblur.restore.deblurrer.Deblurrer` (default its 8).
 
     With no face found a :class:`NoFaceWarning` is issued and the image is returned unchanged.
     """
@@ -255,7 +269,8 @@ def restore_faces(img: Any, model: Any, u: Any = None, aligned: bool = False, on
                          "restore_face_arrays for a list of HxWx3 float arrays)")
     rgb = np.ascontiguousarray(prep.frames[0].permute(1, 2, 0).numpy(), dtype=np.float32)
     outs, records = _restore_arrays([rgb], model, u, aligned, only_center_face, max_faces, blend, color_match,
-                                    detector, whole_image, feather, paste, template, stacklevel=3)
+                                    detector, whole_image, feather, paste, template, stacklevel=3,
+                                    batch_size=batch_size)
     if not records[0] and not whole_image and isinstance(img, np.ndarray):
         return img.copy(), []
     return prep.finish([torch.from_numpy(outs[0]).permute(2, 0, 1)]), records[0]

@@ -5,7 +5,7 @@ import math
 import numbers
 import os
 from collections import deque
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,10 @@ def _progress(total: int | None, enabled: bool, desc: str, unit: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, leave=False)
+
+
+#: Keyword arguments of :func:`facedeblur.faces.restore_faces` that ``restore(..., face_options=...)`` passes on.
+FACE_OPTIONS = ("only_center_face", "max_faces", "blend", "color_match", "detector", "feather", "paste", "template")
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -175,7 +179,8 @@ class Deblurrer:
     # ------------------------------------------------------------------------------------------ API
 
     def restore(self, img: Any, u: float | Sequence[float] | None = None, channel_order: str = "rgb",
-                batch_size: int = 8, progress: bool = False) -> Any:
+                batch_size: int = 8, progress: bool = False, faces: bool | None = None,
+                face_options: Mapping[str, Any] | None = None) -> Any:
         """Restore one image, a batch, or a list; returns the input's kind (dtype, layout, alpha, PIL mode).
 
         ``img``: numpy HxW / HxWx3 / HxWx4 / NxHxWxC (uint8, uint16, float in [0, 1]); PIL image; path (returns a
@@ -184,11 +189,89 @@ class Deblurrer:
         card's ``default_u``), one float or one per image; an error for models without ``u``. Any size is padded
         to the card's ``pad_multiple`` (reflect) and cropped back. Multi-frame models treat each image as a
         one-frame clip; use :meth:`restore_video` for sequences.
+
+        ``faces`` -- whole photos through the face pipeline (:func:`facedeblur.faces.restore_faces`: detect,
+        align to the card's crop, restore every face in one batched call, feathered paste-back):
+
+        * ``False``: every image goes to the network as it is (the input is a face crop, or the model is fully
+          convolutional).
+        * ``True``: every image is a photo: its faces are detected, restored and pasted back; an image without
+          a face is returned unchanged with a :class:`~facedeblur.faces.NoFaceWarning`.
+        * ``None`` (default, auto): per image. An image counts as a **face crop** -- restored as it is, as before
+          -- when the card says ``aligned_face_input: false``; when it is nearly square (longer side at most 1.25x
+          the shorter) and its longer side is at most twice the card's ``face_size`` (512 px for CFMD-GAN); or
+          when its shorter side is under ``face_size / 4`` (64 px: too small to hold a detectable face). Any
+          other image (a wide photo, a large photo) is a **photo** and goes through the face pipeline; a photo
+          without a face comes back unchanged, with a ``NoFaceWarning``. Pass ``faces=True`` for square photos
+          with small faces, ``faces=False`` to restore whole images (the opt-in whole-image mode).
+
+        ``face_options``: keyword arguments for the face pipeline (:data:`FACE_OPTIONS`: ``only_center_face``,
+        ``max_faces``, ``blend``, ``color_match``, ``detector``, ``feather``, ``paste``, ``template``; see
+        :func:`facedeblur.faces.restore_faces`). The default detector is an MTCNN on the model's device, built
+        on first use and kept. Use :func:`facedeblur.faces.restore_faces` for the face boxes and landmarks.
         """
+        if faces is not None and not isinstance(faces, bool):
+            raise InputError(f"faces={faces!r}: pass True (detect and restore the faces of a photo), False (restore "
+                             "the image as it is) or None (auto: see Deblurrer.restore)")
+        opts = dict(face_options or {})
+        unknown = sorted(set(opts) - set(FACE_OPTIONS))
+        if unknown:
+            raise InputError(f"face_options: unknown option(s) {unknown}; use {', '.join(FACE_OPTIONS)}")
+        if opts and faces is False:
+            raise InputError("face_options apply to the face pipeline; drop them or pass faces=True / None")
         prep = prepare(img, channel_order)
         us = self._resolve_u(u, len(prep.frames))
-        outs = self._run(self._frames_for_model(prep.frames), us, batch_size, progress)
-        return prep.finish(outs)
+        photo = [self._is_photo(f, faces) for f in prep.frames]
+        if not any(photo):
+            outs = self._run(self._frames_for_model(prep.frames), us, batch_size, progress)
+            return prep.finish(outs)
+        outs_opt: list[torch.Tensor | None] = [None] * len(prep.frames)
+        whole = [i for i, p in enumerate(photo) if not p]
+        self._restore_photos(prep.frames, [i for i, p in enumerate(photo) if p], us, batch_size, opts, outs_opt)
+        if whole:
+            restored = self._run(self._frames_for_model([prep.frames[i] for i in whole]), [us[i] for i in whole],
+                                 batch_size, progress)
+            for i, out in zip(whole, restored):
+                outs_opt[i] = out
+        return prep.finish(outs_opt)  # type: ignore[arg-type]
+
+    def _is_photo(self, frame: torch.Tensor, faces: bool | None) -> bool:
+        """The ``faces=`` rule of :meth:`restore` for one (3, H, W) frame."""
+        if faces is not None:
+            return faces
+        if not self.card.capabilities.aligned_face_input:
+            return False
+        h, w = (int(v) for v in frame.shape[-2:])
+        size = int(self.card.input.face_size)
+        crop_like = max(h, w) <= 2 * size and max(h, w) <= 1.25 * min(h, w)
+        return not (crop_like or 4 * min(h, w) < size)
+
+    def face_detector(self) -> Any:
+        """The MTCNN face detector used by ``restore(..., faces=...)`` (built on first use, on this device)."""
+        det = getattr(self, "_detector", None)
+        if det is None or det.device != self.device:
+            from ..faces.mtcnn import MTCNN
+
+            det = self._detector = MTCNN(device=self.device)
+        return det
+
+    def _restore_photos(self, frames: list[torch.Tensor], idx: list[int], us: list[float | None], batch_size: int,
+                        opts: dict[str, Any], outs: list[torch.Tensor | None]) -> None:
+        """Face pipeline for ``frames[i]``, ``i`` in ``idx`` (grouped by u: one batched model call per group);
+        fills ``outs``. A photo without a face comes back unchanged, with a ``NoFaceWarning``."""
+        from ..faces.pipeline import restore_face_arrays
+
+        opts = dict(opts)
+        if opts.get("detector") is None:
+            opts["detector"] = self.face_detector()
+        groups: dict[float | None, list[int]] = {}
+        for i in idx:
+            groups.setdefault(us[i], []).append(i)
+        for uu, members in groups.items():
+            arrays = [np.ascontiguousarray(frames[i].permute(1, 2, 0).numpy(), dtype=np.float32) for i in members]
+            restored, _ = restore_face_arrays(arrays, self, u=uu, batch_size=batch_size, **opts)
+            for i, out in zip(members, restored):
+                outs[i] = torch.from_numpy(out).permute(2, 0, 1)
 
     __call__ = restore
 

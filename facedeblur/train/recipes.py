@@ -23,7 +23,7 @@ __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config
 # keys of a card's ``training`` section that describe a finished run, not the recipe
 _RECORD_KEYS = {"record", "notes"}
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
-DATA_KEYS = {"identity_fraction", "stills_fraction"}
+DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction"}
 
 
 class RecipeError(FaceDeblurError, ValueError):
@@ -143,6 +143,9 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
     unknown = set(data) - known
     if unknown:
         raise RecipeError(f"unknown training recipe keys {sorted(unknown)}; known: {sorted(known | DATA_KEYS)}")
+    for k, v in extra.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise RecipeError(f"{k} must be a fraction in [0, 1], got {v!r}")
     kw: dict[str, Any] = {"data": extra}
     if "recipe" in data:
         kw["recipe"] = str(data["recipe"])
