@@ -140,3 +140,16 @@ def test_kaiming_mapping_init_makes_u_visible():
     with torch.no_grad():
         a, b = g(x, 0.0)[-1], g(x, 1.0)[-1]
     assert (a - b).abs().max().item() > 1e-3
+
+
+def test_scale_output_init_shrinks_only_the_output_convs():
+    torch.manual_seed(0)
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=False)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    g.scale_output_init_(0.1)
+    after = g.state_dict()
+    for k, v in before.items():
+        if k.split(".")[0] in ("head", "out2", "out4"):
+            assert torch.allclose(after[k], 0.1 * v)
+        else:
+            assert torch.equal(after[k], v)

@@ -507,3 +507,15 @@ def test_recipe_data_fractions_validated():
     for bad in (1.5, -0.1, "half", True):
         with pytest.raises(RecipeError, match="centre_fraction must be a fraction"):
             resolve_recipe({"centre_fraction": bad})
+
+
+def test_recipe_output_init_scale(tmp_path, data):
+    torch.manual_seed(0)
+    from facedeblur.models.cfmd_gan import cfmd_gan
+
+    reference = cfmd_gan(**TINY_G).state_dict()["head.weight"]
+    g = _trainer(tmp_path, data, recipe={"output_init_scale": 0.1}).g
+    assert torch.allclose(g.state_dict()["head.weight"].cpu(), 0.1 * reference)
+    for bad in (0, 1.5, "x"):
+        with pytest.raises(RecipeError, match="output_init_scale"):
+            resolve_recipe({"output_init_scale": bad})

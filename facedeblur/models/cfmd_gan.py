@@ -277,6 +277,17 @@ class CFMDGenerator(nn.Module):
             nn.init.zeros_(conv.bias)
         return self
 
+    @torch.no_grad()
+    def scale_output_init_(self, factor: float) -> "CFMDGenerator":
+        """Multiply the three output convs' initial weights and biases by ``factor`` (recipe
+        ``output_init_scale``): the untrained network is then close to the identity, yet, unlike a zero init,
+        gradients of the full-resolution loss reach the full-resolution decoder from the first step. An
+        initialisation choice; the paper is silent on initialisation."""
+        for conv in (self.head, self.out4, self.out2):
+            conv.weight.mul_(factor)
+            conv.bias.mul_(factor)
+        return self
+
     def kaiming_init_mapping_(self) -> "CFMDGenerator":
         """He-initialise G_M so u visibly changes the controls at init (recipe ``mapping_init: kaiming``);
         see :meth:`MappingNetwork.kaiming_init_`."""

@@ -51,6 +51,7 @@ class Recipe:
     grad_clip: float | None = None
     ema: float | None = None
     zero_init_output: bool = False  # start G as the identity (models with ``zero_init_output_()``); init only
+    output_init_scale: float = 1.0  # scale the output convs' initial weights (models with ``scale_output_init_()``)
     mapping_init: str = "default"  # "kaiming": models with ``kaiming_init_mapping_()`` (u visible at init)
     data: dict[str, Any] = field(default_factory=dict)  # data-engine keys (DATA_KEYS), flat in to_dict()
 
@@ -186,6 +187,11 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         if not isinstance(data["zero_init_output"], bool):
             raise RecipeError(f"zero_init_output must be true or false, got {data['zero_init_output']!r}")
         kw["zero_init_output"] = data["zero_init_output"]
+    if "output_init_scale" in data:
+        kw["output_init_scale"] = _positive("output_init_scale", data["output_init_scale"])
+        if kw["output_init_scale"] > 1:
+            raise RecipeError(f"output_init_scale must be in (0, 1], got {data['output_init_scale']!r} "
+                              "(use zero_init_output: true for 0)")
     if "mapping_init" in data:
         if data["mapping_init"] not in MAPPING_INITS:
             raise RecipeError(f"mapping_init must be one of {list(MAPPING_INITS)}, got {data['mapping_init']!r}")

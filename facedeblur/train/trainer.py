@@ -316,6 +316,10 @@ class Trainer:
             if not hasattr(self.g, "zero_init_output_"):
                 raise RecipeError(f"zero_init_output: {self.arch.name} has no zero_init_output_() method")
             self.g.zero_init_output_()
+        if self.recipe.output_init_scale != 1.0:
+            if not hasattr(self.g, "scale_output_init_"):
+                raise RecipeError(f"output_init_scale: {self.arch.name} has no scale_output_init_() method")
+            self.g.scale_output_init_(self.recipe.output_init_scale)
         if self.recipe.mapping_init == "kaiming":
             if not hasattr(self.g, "kaiming_init_mapping_"):
                 raise RecipeError(f"mapping_init: {self.arch.name} has no kaiming_init_mapping_() method")
