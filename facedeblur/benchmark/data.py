@@ -318,17 +318,9 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, default=str)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .plots import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def _digest(obj: Any) -> str:

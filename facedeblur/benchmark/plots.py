@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
 
-__all__ = ["Series", "line_chart", "bar_chart", "nice_ticks", "write_svg", "PALETTE"]
+__all__ = ["Series", "line_chart", "bar_chart", "nice_ticks", "write_svg", "write_text_atomic", "PALETTE"]
 
 #: colour-blind-safe palette (Okabe-Ito) followed by greys
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
@@ -222,14 +222,14 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], *, title: str
     return "\n".join(lines) + "\n"
 
 
-def write_svg(path: str | os.PathLike, svg: str) -> Path:
-    """Write ``svg`` atomically (temp file + ``os.replace``)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) atomically: temp file in the same folder + ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(svg)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -237,3 +237,8 @@ def write_svg(path: str | os.PathLike, svg: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_svg(path: str | os.PathLike, svg: str) -> Path:
+    """Write ``svg`` atomically."""
+    return write_text_atomic(path, svg)

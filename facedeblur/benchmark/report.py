@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 from ..metrics.fidelity import describe
 from ..metrics.landmarks import MAX_ERROR, auc, ced_curve, failure_rate
 from ..metrics.severity import SEVERITY_BINS, SEVERITY_CONVENTION
-from .plots import Series, bar_chart, line_chart, write_svg
+from .plots import Series, bar_chart, line_chart, write_svg, write_text_atomic
 
 __all__ = ["environment", "write_quality_report", "summarise", "write_text_atomic", "CSV_FIELDS",
            "SET_DESCRIPTIONS", "PSNR_CAP_DB"]
@@ -122,22 +121,6 @@ def env_lines(env: dict[str, Any]) -> list[str]:
         lines.append(f"* load average at start (1/5/15 min): {' / '.join(str(v) for v in env['load_average'])}")
     lines.append(f"* time: {env.get('timestamp')}")
     return lines
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------------ summaries
