@@ -22,20 +22,9 @@ from facedeblur.models import get_card
 from facedeblur.restore import read_image
 from facedeblur.restore.deblurrer import Deblurrer
 
+from tinymodels import AddConst  # noqa: E402
+
 skimage_data = pytest.importorskip("skimage.data")
-
-
-class AddConst(torch.nn.Module):
-    """x + 0.1 (u ignored); records the input shapes it saw."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(0.1))
-        self.shapes: list[tuple[int, ...]] = []
-
-    def forward(self, x, u):
-        self.shapes.append(tuple(x.shape))
-        return x + self.w
 
 
 def deblurrer() -> Deblurrer:

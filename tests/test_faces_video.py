@@ -27,6 +27,8 @@ from facedeblur.faces.paste import paste_back
 from facedeblur.models import get_card
 from facedeblur.restore.deblurrer import Deblurrer
 
+from tinymodels import AddConst  # noqa: E402
+
 skimage_data = pytest.importorskip("skimage.data")
 
 H, W = 112, 160
@@ -55,19 +57,6 @@ def identity() -> FnModel:
 
 def shift(d: float = 0.1) -> FnModel:
     return FnModel(lambda x: np.clip(x + d, 0, 1))
-
-
-class AddConst(torch.nn.Module):
-    """A continuous-u "network" for the Deblurrer: x + 0.1 (u ignored)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.tensor(0.1))
-        self.shapes: list[tuple[int, ...]] = []
-
-    def forward(self, x, u):
-        self.shapes.append(tuple(x.shape))
-        return x + self.w
 
 
 class PickFrame(torch.nn.Module):

@@ -1,4 +1,5 @@
-"""Tiny random-init CFMD-GAN models and cards shared by the weights/Hub tests (mechanics only)."""
+"""Tiny models and cards shared by the tests (mechanics only): random-init CFMD-GANs for the weights/Hub
+tests, and a constant-offset "network" for the face-pipeline tests."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,3 +28,16 @@ def forward_probe(model: torch.nn.Module, u: float) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         return model(torch.rand(1, 3, 8, 8, generator=g), u)[-1]
+
+
+class AddConst(torch.nn.Module):
+    """A continuous-u "network" for a Deblurrer: x + 0.1 (u ignored); records the input shapes it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.1))
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x, u):
+        self.shapes.append(tuple(x.shape))
+        return x + self.w
