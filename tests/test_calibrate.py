@@ -138,3 +138,28 @@ def test_calibrate_gate_on_windows_never_loses_on_its_pairs(tmp_path):
             gated.append(10 * torch.log10(mse_in / mse_out).item())
     ungated = 10 * np.log10(stats[:, 1] / np.maximum(stats[:, 1] - 2 * stats[:, 2] + stats[:, 3], 1e-12))
     assert np.mean(gated) >= -1e-6 and np.mean(gated) >= np.mean(ungated) - 1e-6
+
+
+def test_fit_gate_rms_knots_per_u_knot():
+    """Residuals twice as large at u = 0 as at u = 0.5: each u knot gets its own RMS knots, so the small
+    (wrong) residuals of *each* u are shut off while the large (right) ones of each u pass."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(400):
+        u = [0.0, 0.5][i % 2]
+        scale = 2.0 if u == 0.0 else 1.0
+        good = i % 4 >= 2
+        rms = scale * (0.004 + 0.002 * rng.random() if good else 0.001 + 0.001 * rng.random())
+        rr = rms ** 2
+        rows.append([rms, 4 * rr, rr if good else -rr, rr, u])
+    fit = fit_gate(np.array(rows), num_knots=4, num_u_knots=3)
+    knots, alphas = np.array(fit["knots"]), np.array(fit["alphas"])
+    assert knots.shape == (3, 4) and knots[0, -1] > 1.5 * knots[1, -1]
+    for m in (0, 1):
+        assert np.all(alphas[m, :2] == 0.0) and np.all(alphas[m, 2:] == 1.0)
+    gate = ResidualGate(num_knots=4, num_u_knots=3)
+    gate.knots.copy_(torch.tensor(knots))
+    gate.alphas.copy_(torch.tensor(alphas))
+    small0, big05 = torch.tensor([0.003]), torch.tensor([0.005])  # "large" at u = 0.5, "small" at u = 0
+    assert gate.alpha(small0, torch.tensor([0.0])).item() == 0.0
+    assert gate.alpha(big05, torch.tensor([0.5])).item() == 1.0

@@ -337,9 +337,10 @@ class ResidualGate(nn.Module):
     """Do-no-harm shrinkage of a restoration residual, calibrated after training (not a paper component).
 
     ``out = x + alpha(rms(r), u) * r`` with ``r = model(x, u) - x`` and ``rms`` the residual's root mean square
-    per image (in [0, 1] units). ``alpha`` is piecewise-linear over the residual-RMS ``knots`` (K) and, for
-    continuous models, over the control-factor knots ``u_knots`` (M, evenly spaced on [0, 1]); ``alphas`` (M, K)
-    are least-squares optimal scales fitted on *training* pairs (:func:`facedeblur.train.calibrate.fit_gate`).
+    per image (in [0, 1] units). ``alpha`` is piecewise-linear over the control-factor knots ``u_knots`` (M,
+    evenly spaced on [0, 1], for continuous models) and, per u knot, over its own residual-RMS ``knots`` (M, K:
+    the residual's size depends on u, so each u knot gets its own scale); ``alphas`` (M, K) are least-squares
+    optimal scales fitted on *training* pairs (:func:`facedeblur.train.calibrate.fit_gate`).
     Where an imperfect model's changes are mostly error (small residuals of near-sharp inputs; the far ends of
     the exposure, u near 0 or 1, which are harder to predict than its middle), the fit gives alpha < 1 and the
     input is left (nearly) alone. Identity (alpha = 1) until calibrated.
@@ -348,7 +349,7 @@ class ResidualGate(nn.Module):
     def __init__(self, num_knots: int = 8, num_u_knots: int = 1) -> None:
         super().__init__()
         self.enabled = True  # switched off while the gate is being calibrated
-        self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots))
+        self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots).repeat(num_u_knots, 1))
         self.register_buffer("u_knots", torch.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1
                              else torch.full((1,), 0.5))
         self.register_buffer("alphas", torch.ones(num_u_knots, num_knots))
@@ -356,7 +357,7 @@ class ResidualGate(nn.Module):
     def alpha(self, rms: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """alpha per image for residual RMS ``rms`` (N,) at control factors ``u`` (N,) (bilinear in (u, rms))."""
         knots, alphas = self.knots.float(), self.alphas.float()
-        rows = torch.stack([_interp(rms.float(), knots, a) for a in alphas], dim=1)  # (N, M)
+        rows = torch.stack([_interp(rms.float(), k, a) for k, a in zip(knots, alphas)], dim=1)  # (N, M)
         if len(self.u_knots) == 1:
             return rows[:, 0]
         if u is None:

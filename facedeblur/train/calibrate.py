@@ -74,30 +74,42 @@ def _best_alpha(s: np.ndarray) -> tuple[float, float, float]:
 def fit_gate(stats: np.ndarray, num_knots: int = 8, num_u_knots: int = 1, min_cell: int = 8) -> dict[str, Any]:
     """Fit a gate's knots and alphas from :func:`residual_stats` rows.
 
-    Residual-RMS knots are the medians of ``num_knots`` quantile bins over all samples. With ``num_u_knots`` > 1
-    (rows must then carry u in column 4) each sample also belongs to its nearest of the evenly spaced u knots,
-    and every (u knot, RMS bin) cell gets its own alpha; a cell with fewer than ``min_cell`` samples takes its
-    RMS bin's alpha over all u. Returns ``knots`` (K), ``u_knots`` (M), ``alphas`` (M x K; a flat list of K for
-    M = 1, as before) and a per-cell report of the mean PSNR gain with and without the gate.
+    With ``num_u_knots`` > 1 (rows must then carry u in column 4) each sample belongs to its nearest of the evenly
+    spaced u knots. Per u knot, the residual-RMS knots are the medians of ``num_knots`` quantile bins of that
+    u knot's samples (of all samples, for a u knot with fewer than ``num_knots * min_cell``), and each bin gets
+    the alpha with the best mean PSNR gain; a bin with fewer than ``min_cell`` samples takes the alpha of the
+    same quantile bin over all u. Returns ``knots`` and ``alphas`` (M x K; flat lists of K for M = 1, as
+    before), ``u_knots`` (M) and a per-cell report of the mean PSNR gain with and without the gate.
     """
     if len(stats) < num_knots * 4:
         raise ValueError(f"need at least {num_knots * 4} samples to fit {num_knots} gate bins, got {len(stats)}")
     if num_u_knots > 1 and stats.shape[1] < 5:
         raise ValueError("a gate with u knots needs the u of every sample (column 4 of residual_stats)")
-    order = np.argsort(stats[:, 0])
-    bins = np.array_split(order, num_knots)
-    knots = [float(np.median(stats[idx, 0])) for idx in bins]
-    for i in range(1, len(knots)):  # strictly increasing knots for interpolation
-        knots[i] = max(knots[i], knots[i - 1] + 1e-6)
+
+    def quantile_bins(s: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+        bins = np.array_split(np.argsort(s[:, 0]), num_knots)
+        knots = [float(np.median(s[idx, 0])) if len(idx) else 0.0 for idx in bins]
+        for i in range(1, len(knots)):  # strictly increasing knots for interpolation
+            knots[i] = max(knots[i], knots[i - 1] + 1e-6)
+        return bins, knots
+
     u_knots = np.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1 else np.array([0.5])
     nearest = (np.abs(stats[:, 4:5] - u_knots[None]).argmin(1) if num_u_knots > 1
                else np.zeros(len(stats), dtype=int))
-    pooled = [_best_alpha(stats[idx])[0] for idx in bins]
+    pooled_bins, pooled_knots = quantile_bins(stats)
+    pooled = [_best_alpha(stats[idx])[0] for idx in pooled_bins]
+    knots = np.zeros((len(u_knots), num_knots))
     alphas = np.ones((len(u_knots), num_knots))
     report = []
     for m, uk in enumerate(u_knots):
+        group = stats[nearest == m]
+        if len(group) >= num_knots * min_cell:
+            bins, knots_m = quantile_bins(group)
+        else:
+            bins, knots_m, group = [idx[nearest[idx] == m] for idx in pooled_bins], pooled_knots, stats
+        knots[m] = knots_m
         for k, idx in enumerate(bins):
-            cell = stats[idx[nearest[idx] == m]]
+            cell = group[idx]
             if len(cell) >= min_cell:
                 alpha, gated, ungated = _best_alpha(cell)
             else:
@@ -105,10 +117,12 @@ def fit_gate(stats: np.ndarray, num_knots: int = 8, num_u_knots: int = 1, min_ce
                 gated = float(_gain(cell, alpha).mean()) if len(cell) else float("nan")
                 ungated = float(_gain(cell, 1.0).mean()) if len(cell) else float("nan")
             alphas[m, k] = alpha
-            report.append({"u_knot": float(uk), "rms_median": knots[k], "count": int(len(cell)), "alpha": alpha,
-                           "pooled": len(cell) < min_cell, "gain_ungated_db": ungated, "gain_gated_db": gated})
-    return {"knots": knots, "u_knots": u_knots.tolist(),
-            "alphas": alphas[0].tolist() if num_u_knots == 1 else alphas.tolist(), "bins": report}
+            report.append({"u_knot": float(uk), "rms_median": float(knots_m[k]), "count": int(len(cell)),
+                           "alpha": alpha, "pooled": len(cell) < min_cell, "gain_ungated_db": ungated,
+                           "gain_gated_db": gated})
+    flat = num_u_knots == 1
+    return {"knots": knots[0].tolist() if flat else knots.tolist(), "u_knots": u_knots.tolist(),
+            "alphas": alphas[0].tolist() if flat else alphas.tolist(), "bins": report}
 
 
 def calibration_samples(root: Any, windows: list[dict[str, Any]], u_knots: Iterable[float]
@@ -133,8 +147,8 @@ def calibrate_gate(model: torch.nn.Module, root: Any, windows: list[dict[str, An
     gate = model.gate
     u_knots = gate.u_knots.tolist()
     stats = residual_stats(model, calibration_samples(root, windows, u_knots), progress=progress)
-    fit = fit_gate(stats, num_knots=len(gate.knots), num_u_knots=len(u_knots) if len(u_knots) > 1 else 1)
-    gate.knots.copy_(torch.tensor(fit["knots"]))
+    fit = fit_gate(stats, num_knots=gate.knots.shape[-1], num_u_knots=len(u_knots) if len(u_knots) > 1 else 1)
+    gate.knots.copy_(torch.tensor(fit["knots"]).reshape(gate.knots.shape))
     gate.u_knots.copy_(torch.tensor(fit["u_knots"]))
     gate.alphas.copy_(torch.tensor(fit["alphas"]).reshape(gate.alphas.shape))
     return {"samples": len(stats), **fit}
