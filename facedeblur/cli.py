@@ -362,21 +362,11 @@ def _restore_gfpgan(deblurrer: Any, img: Any, src: Path, out: Path, rel: Path, a
 
 def _write_json(path: Path, data: Any, overwrite: bool) -> None:
     """Write ``data`` as JSON atomically (temp file + ``os.replace``)."""
-    import tempfile
+    from .restore.convert import write_bytes_atomic
 
     if path.exists() and not overwrite:
         raise InputError(f"{str(path)!r} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

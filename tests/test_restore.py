@@ -662,3 +662,14 @@ def test_load_explicit_weights_folder(lite_random_folder, rgb_u8):
     np.testing.assert_array_equal(d.restore(rgb_u8[:32, :32], u=0.2), ref.restore(rgb_u8[:32, :32], u=0.2))
     d2 = facedeblur.load(f"local-dir:{folder}", device="cpu")
     np.testing.assert_array_equal(d2.restore(rgb_u8[:32, :32]), ref.restore(rgb_u8[:32, :32]))
+
+
+def test_write_image_is_atomic_and_world_readable(tmp_path):
+    """Outputs get mode 0644 (a temp file from mkstemp would be 0600) and leave no temp file behind."""
+    import stat
+
+    from facedeblur.restore import write_image
+
+    out = write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]

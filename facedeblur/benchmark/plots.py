@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -223,20 +222,10 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], *, title: str
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8, newlines as given) atomically: temp file in the same folder + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` (UTF-8, newlines as given) atomically (:func:`facedeblur.restore.convert.write_bytes_atomic`)."""
+    from ..restore.convert import write_bytes_atomic
+
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_svg(path: str | os.PathLike, svg: str) -> Path:

@@ -351,11 +351,19 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, overwrite: bool =
     ok, buf = cv2.imencode(suffix or ".png", np.ascontiguousarray(a))
     if not ok:
         raise InputError(f"{str(p)!r}: OpenCV cannot encode {suffix or '(no suffix)'} images; use .png")
+    return write_bytes_atomic(p, buf.tobytes())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder (mode 0644, not mkstemp's 0600),
+    then ``os.replace``; on any failure the temp file is removed and ``path`` is untouched."""
+    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
+            f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
