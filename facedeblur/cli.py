@@ -28,15 +28,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"facedeblur: error: {message} (see '{self.prog} --help')\n")
 
 
-def _unit_float(text: str) -> float:
-    """``--u``: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; u is a float in [0, 1]") from None
-    if not 0.0 <= v <= 1.0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; u runs from 0 (start of exposure) to 1 (end)")
-    return v
+def _in_unit_interval(what: str, meaning: str):
+    """An argparse type for a float in [0, 1] (nan rejected); errors name ``what`` and ``meaning``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {what} is a float in [0, 1]") from None
+        if not 0.0 <= v <= 1.0:  # also rejects nan
+            raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; {meaning}")
+        return v
+
+    return parse
 
 
 def _int_at_least(low: int, hint: str = ""):
@@ -204,17 +208,6 @@ def _check_outputs(jobs: list[tuple[Path, list[Path]]], overwrite: bool) -> None
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise InputError(f"output {str(existing[0])!r}{more} exists; pass --overwrite to replace, or choose another -o")
-
-
-def _fraction(text: str) -> float:
-    """``--blend``: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1]") from None
-    if not 0.0 <= v <= 1.0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1] (0 = input unchanged, 1 = full restoration)")
-    return v
 
 
 class _Timed:
@@ -551,7 +544,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    help="output folder (or, for one input file, an output file name: out.png, out.mp4)")
     p.add_argument("--model", required=True, metavar="NAME", help="zoo name, hf-hub:ORG/REPO or local-dir:PATH")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--u", type=_unit_float, metavar="U", help="moment in [0, 1] (continuous models; default: card)")
+    g.add_argument("--u", type=_in_unit_interval("u", "u runs from 0 (start of exposure) to 1 (end)"), metavar="U",
+                   help="moment in [0, 1] (continuous models; default: card)")
     g.add_argument("--moments", type=_int_at_least(2, " (for one moment use --u)"), metavar="N",
                    help="write N moments u = k/(N-1) as NAME_m00..NAME_mNN (continuous models)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda[:N], mps")
@@ -573,7 +567,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    help="plain (default): OUT/NAME.EXT. gfpgan: OUT/cropped_faces, OUT/restored_faces, OUT/cmp "
                         "(crop | restored), OUT/restored_imgs and a JSON sidecar per image in OUT/json (images only)")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
-    p.add_argument("--blend", type=_fraction, default=1.0, metavar="B",
+    p.add_argument("--blend", type=_in_unit_interval("blend", "0 = input unchanged, 1 = full restoration"),
+                   default=1.0, metavar="B",
                    help="0 = input unchanged ... 1 = full restoration (default 1)")
     p.add_argument("--color-match", action="store_true", help="match each restored face's colours to its input")
     p.add_argument("--smoothing", type=_int_at_least(0), default=3, metavar="R",
