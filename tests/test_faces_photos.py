@@ -12,17 +12,15 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from facedeblur.cli import main
 from facedeblur.errors import InputError
 from facedeblur.faces import NoFaceWarning, restore_faces
 from facedeblur.models import get_card
 from facedeblur.restore import read_image
 from facedeblur.restore.deblurrer import Deblurrer
 
-from tinymodels import AddConst  # noqa: E402
+from tinymodels import AddConst, run_cli as cli  # noqa: E402
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -149,15 +147,6 @@ def test_faces_with_lists_kinds_and_options(astro, wide, det):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-
-def cli(argv, capsys):
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture

@@ -20,31 +20,12 @@ from facedeblur.faces.align import (TEMPLATES, crop_style_for, five_points, simi
 from facedeblur.faces.paste import color_match, crop_mask
 from facedeblur.models import get_card
 
+from tinymodels import FnModel, identity, shift  # noqa: E402
+
 skimage_data = pytest.importorskip("skimage.data")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-
-class FnModel:
-    """A stand-in face model: ``fn`` applied to every crop; records the batches it was given."""
-
-    def __init__(self, fn, card_name: str = "cfmd-gan") -> None:
-        self.card = get_card(card_name)
-        self.fn = fn
-        self.calls: list[int] = []
-
-    def restore(self, crops, u=None):
-        self.calls.append(len(crops))
-        return [self.fn(c) for c in crops]
-
-
-def identity():
-    return FnModel(lambda x: x.copy())
-
-
-def shift(d: float = 0.1):
-    return FnModel(lambda x: np.clip(x + d, 0, 1))
 
 
 def blur():

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 
-from facedeblur.cli import main
 from facedeblur.errors import CapabilityError, InputError
 from facedeblur.faces import NoFaceWarning
 from facedeblur.faces import video as fv
@@ -27,7 +26,7 @@ from facedeblur.faces.paste import paste_back
 from facedeblur.models import get_card
 from facedeblur.restore.deblurrer import Deblurrer
 
-from tinymodels import AddConst  # noqa: E402
+from tinymodels import AddConst, identity, run_cli as cli, shift  # noqa: E402
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -36,27 +35,6 @@ FACE = 72
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-
-class FnModel:
-    """A stand-in face model: ``fn`` on every crop; records the batch sizes it was given."""
-
-    def __init__(self, fn, card_name: str = "cfmd-gan") -> None:
-        self.card = get_card(card_name)
-        self.fn = fn
-        self.calls: list[int] = []
-
-    def restore(self, crops, u=None):
-        self.calls.append(len(crops))
-        return [self.fn(c) for c in crops]
-
-
-def identity() -> FnModel:
-    return FnModel(lambda x: x.copy())
-
-
-def shift(d: float = 0.1) -> FnModel:
-    return FnModel(lambda x: np.clip(x + d, 0, 1))
 
 
 class PickFrame(torch.nn.Module):
@@ -434,15 +412,6 @@ def test_audio_is_muxed_with_ffmpeg_when_present(clip, tmp_path, monkeypatch, fa
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-
-def cli(argv, capsys):
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_one_line_error(err: str) -> None:

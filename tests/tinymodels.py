@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 import facedeblur
@@ -41,3 +42,36 @@ class AddConst(torch.nn.Module):
     def forward(self, x, u):
         self.shapes.append(tuple(x.shape))
         return x + self.w
+
+
+class FnModel:
+    """A stand-in face model: ``fn`` on every crop; records the batch sizes it was given."""
+
+    def __init__(self, fn, card_name: str = "cfmd-gan") -> None:
+        self.card = get_card(card_name)
+        self.fn = fn
+        self.calls: list[int] = []
+
+    def restore(self, crops, u=None):
+        self.calls.append(len(crops))
+        return [self.fn(c) for c in crops]
+
+
+def identity() -> FnModel:
+    return FnModel(lambda x: x.copy())
+
+
+def shift(d: float = 0.1) -> FnModel:
+    return FnModel(lambda x: np.clip(x + d, 0, 1))
+
+
+def run_cli(argv, capsys):
+    """``facedeblur`` main(argv) -> (exit code, stdout, stderr)."""
+    from facedeblur.cli import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
