@@ -62,7 +62,8 @@ def test_fit_gate_needs_enough_samples():
 
 def test_residual_stats_match_direct_computation():
     torch.manual_seed(1)
-    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True).eval()
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True,
+                                gate_feature="residual_rms").eval()
     samples = [{"blurry": torch.rand(3, 16, 16), "sharp": torch.rand(3, 16, 16), "u": torch.tensor(0.5)}
                for _ in range(3)]
     stats = residual_stats(g, samples, batch=2, progress=False)
@@ -163,3 +164,47 @@ def test_fit_gate_rms_knots_per_u_knot():
     small0, big05 = torch.tensor([0.003]), torch.tensor([0.005])  # "large" at u = 0.5, "small" at u = 0
     assert gate.alpha(small0, torch.tensor([0.0])).item() == 0.0
     assert gate.alpha(big05, torch.tensor([0.5])).item() == 1.0
+
+
+def _astronaut(size: int = 128) -> torch.Tensor:
+    from skimage.data import astronaut
+
+    img = torch.from_numpy(astronaut()[:256, 128:384].copy()).permute(2, 0, 1).float()[None] / 255
+    return torch.nn.functional.interpolate(img, size=(size, size), mode="area")
+
+
+def test_input_sharpness_falls_with_blur_and_ignores_contrast():
+    from facedeblur.models.layers import input_sharpness
+
+    x = _astronaut()
+    shifted = [torch.roll(x, k, dims=-1) for k in range(5)]
+    motion = torch.stack(shifted).mean(0)  # a 5-frame horizontal motion average
+    box = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    s_sharp, s_motion, s_box = input_sharpness(torch.cat([x, motion, box])).tolist()
+    assert s_sharp > s_box > 1.0 and s_sharp > s_motion
+    low = 0.25 + 0.5 * x  # half the contrast, another brightness: same sharpness
+    assert input_sharpness(low).item() == pytest.approx(s_sharp, rel=1e-4)
+    assert input_sharpness(torch.full((1, 3, 32, 32), 0.5)).item() == 0.0  # flat: no gradients, no division error
+
+
+def test_gate_on_input_sharpness_depends_on_the_input_not_the_residual():
+    from facedeblur.models.layers import input_sharpness
+
+    with pytest.raises(ValueError, match="input_sharpness"):
+        ResidualGate(feature="sharpness")
+    gate = ResidualGate(num_knots=2, feature="input_sharpness")
+    x = _astronaut(64)
+    blurred = torch.stack([torch.roll(x, k, dims=-1) for k in range(7)]).mean(0)
+    s_sharp, s_blur = input_sharpness(torch.cat([x, blurred])).tolist()
+    gate.knots.copy_(torch.tensor([s_blur, s_sharp]))
+    gate.alphas.copy_(torch.tensor([1.0, 0.0]))  # leave sharp inputs alone, full residual for blurred ones
+    r = torch.full_like(x, 0.02)
+    inp = torch.cat([x, blurred])
+    out = gate(inp, inp + r.repeat(2, 1, 1, 1))
+    assert torch.allclose(out[0], x[0]) and torch.allclose(out[1], blurred[0] + 0.02)
+    # calibration statistics carry the gate's feature in column 0
+    g = facedeblur.create_model("cfmd-gan", width=4, num_res=1, residual_gate=True, gate_feature="input_sharpness")
+    g.eval()
+    sample = {"blurry": blurred[0], "sharp": x[0], "u": torch.tensor(0.5)}
+    stats = residual_stats(g, [sample], progress=False)
+    assert stats[0, 0] == pytest.approx(s_blur, rel=1e-5)

@@ -144,3 +144,26 @@ def test_multiscale_charbonnier_coarse_weight():
     assert torch.allclose(multiscale_charbonnier(outs, target, coarse_weight=0.25),
                           0.25 * (terms[0] + terms[1]) + terms[2])
     assert torch.allclose(multiscale_charbonnier(outs, target, coarse_weight=0.0), terms[2])
+
+
+def test_psnr_loss_is_minus_mean_per_sample_psnr():
+    from facedeblur.train.losses import psnr_loss
+
+    gt = torch.zeros(2, 3, 4, 4)
+    pred = gt.clone()
+    pred[0] += 0.1  # MSE 1e-2 -> PSNR 20 dB
+    pred[1] += 0.01  # MSE 1e-4 -> 40 dB
+    assert psnr_loss(pred, gt, floor=0.0).item() == pytest.approx(-30.0, abs=1e-4)
+    assert psnr_loss(gt, gt).item() == pytest.approx(-40.0, abs=1e-4)  # identical pairs stay finite (floor)
+    assert psnr_loss(gt, gt, floor=1e-6).item() == pytest.approx(-60.0, abs=1e-4)
+    # each sample weighs by its own error: halving the small error gains as much as halving the large one
+    a, b = pred.clone(), pred.clone()
+    a[0] = 0.05
+    b[1] = 0.005
+    assert psnr_loss(a, gt, floor=0.0).item() == pytest.approx(psnr_loss(b, gt, floor=0.0).item(), abs=1e-3)
+    outs = [o + 0.05 for o in gt_pyramid(torch.rand(2, 3, 16, 16))]
+    tgt = torch.rand(2, 3, 16, 16)
+    base, _ = generator_loss(outs, tgt, weights=LossWeights())
+    total, parts = generator_loss(outs, tgt, weights=LossWeights(psnr=0.5))
+    assert set(parts) == {"g_pix", "g_psnr", "g_total"}
+    assert total.item() == pytest.approx(base.item() + 0.5 * psnr_loss(outs[-1], tgt).item(), rel=1e-5)

@@ -386,6 +386,10 @@ def test_recipe_resolution_and_errors():
         resolve_recipe(card.training, {"crop": 30})
     with pytest.raises(RecipeError, match="ema"):
         resolve_recipe(card.training, {"ema": 1.5})
+    assert r.loss.psnr == 0.0  # the paper recipe has no PSNR loss
+    assert resolve_recipe(card.training, {"loss": {"psnr": 1.0, "psnr_floor": 1e-5}}).loss.psnr_floor == 1e-5
+    with pytest.raises(RecipeError, match="psnr_floor"):
+        resolve_recipe(card.training, {"loss": {"psnr": 1.0, "psnr_floor": 0.0}})
     r3 = resolve_recipe(card.training, {"identity_fraction": 0.2})  # data-engine keys pass through
     assert r3.to_dict()["identity_fraction"] == 0.2 and "data" not in r3.to_dict()
 
@@ -404,6 +408,10 @@ def test_cli_arguments_and_missing_data_engine(tmp_path, monkeypatch, capsys):
                    "--resume", "--max-steps", "3"])
     assert args.model == "cfmd-gan.lite" and args.batch == 2 and args.no_gan and args.resume is True
     assert _parse(["cfmd-gan"]).resume == "auto"
+    conv = _parse(["cfmd-gan.lite", "--init", "ckpt.safetensors", "--max-steps", "0", "--export", "out"])
+    assert conv.init == "ckpt.safetensors" and conv.max_steps == 0
+    with pytest.raises(SystemExit):
+        _parse(["cfmd-gan.lite", "--max-steps", "-1"])
     monkeypatch.delattr(data_mod, "build_datasets", raising=False)
     with pytest.raises(DataError, match="build_datasets is not available"):
         run_from_args(args)
@@ -519,3 +527,43 @@ def test_recipe_output_init_scale(tmp_path, data):
     for bad in (0, 1.5, "x"):
         with pytest.raises(RecipeError, match="output_init_scale"):
             resolve_recipe({"output_init_scale": bad})
+
+
+def test_init_fine_tunes_from_checkpoint_or_weights(tmp_path, data):
+    from facedeblur.errors import WeightsMismatchError
+
+    src = _trainer(tmp_path / "src", data, max_steps=2, val_every=0, recipe={"ema": 0.5})
+    src.run()
+    ckpt = tmp_path / "src" / "run" / "last" / "checkpoint.safetensors"
+    # a training checkpoint: its EMA, a fresh optimizer and step 0
+    ft = _trainer(tmp_path / "ft", data, max_steps=1, val_every=0, init=str(ckpt))
+    assert ft.step == 0 and ft.initialised_from == str(ckpt) and not ft.opt_g.state_dict()["state"]
+    assert _states_equal(ft.g.state_dict(), src.ema.state_dict())
+    assert not _states_equal(ft.g.state_dict(), src.g.state_dict())
+    # a weights file with a calibrated gate: weights taken, the gate back to the identity
+    sd = {k: v.clone() for k, v in src.g.state_dict().items()}
+    sd["gate.alphas"].fill_(0.3)
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    ft2 = _trainer(tmp_path / "ft2", data, max_steps=1, val_every=0, init=str(tmp_path / "w.safetensors"))
+    got = ft2.g.state_dict()
+    assert torch.equal(got["gate.alphas"], torch.ones_like(got["gate.alphas"]))
+    assert all(torch.equal(got[k], v) for k, v in sd.items() if not k.startswith("gate."))
+    # the source is recorded across a resume, and --init is ignored once the run has its own checkpoint
+    ft2.run()
+    again = _trainer(tmp_path / "ft2", data, max_steps=2, val_every=0, init=str(ckpt))
+    assert again.step == 1 and again.resumed_from and again.initialised_from == str(tmp_path / "w.safetensors")
+    # weights of another width do not fit: a typed error naming the problem
+    wide = _trainer(tmp_path / "wide", data, max_steps=0, val_every=0)
+    save_file({k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) if v.ndim else v for k, v in wide.g.state_dict().items()},
+              str(tmp_path / "bad.safetensors"))
+    with pytest.raises(WeightsMismatchError, match="shape"):
+        _trainer(tmp_path / "bad", data, max_steps=1, val_every=0, init=str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        _trainer(tmp_path / "none", data, max_steps=1, val_every=0, init=str(tmp_path / "src"))
+    # 0 steps + export: the checkpoint's EMA becomes a release folder of this model, not trained further
+    res = _run(tmp_path, data, name="conv", max_steps=0, val_every=0, init=str(ckpt), export=str(tmp_path / "rel"))
+    assert res.step == 0
+    rel = load_file(str(tmp_path / "rel" / "model.safetensors"))
+    diff = [k for k, v in src.ema.state_dict().items()  # release folders are fp16
+            if not k.startswith("gate.") and not torch.equal(rel[k], v.to(rel[k].dtype))]
+    assert not diff, diff[:5]

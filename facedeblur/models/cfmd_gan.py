@@ -235,7 +235,9 @@ class CFMDGenerator(nn.Module):
         se_reduction: CACA channel reduction (code: 4; paper silent).
         residual_gate: add a :class:`~facedeblur.models.layers.ResidualGate` on the full-resolution output
             (eval mode only; not in the paper; calibrated after training on training pairs).
-        gate_u_knots: number of u knots of that gate (its alpha is piecewise-linear in u and residual size).
+        gate_u_knots: number of u knots of that gate (its alpha is piecewise-linear in u and in its feature).
+        gate_feature: what the gate's alpha depends on besides u: ``"residual_rms"`` (the residual's size) or
+            ``"input_sharpness"`` (how sharp the input already is; see ``layers.input_sharpness``).
 
     ``forward(b, u)`` takes ``b`` (N, 3, H, W) in [0, 1] with H, W multiples of 4 and ``u`` (N,) or a
     float, and returns the three residual outputs ``[1/4, 1/2, 1]`` (MIMO-UNet multi-output).
@@ -245,11 +247,11 @@ class CFMDGenerator(nn.Module):
 
     def __init__(self, width: int = 32, num_res: int = 8, mapping_width: int = 32, mapping_layers: int = 8,
                  mask_scale: float = 1.0, se_reduction: int = 4, residual_gate: bool = False,
-                 gate_u_knots: int = 5) -> None:
+                 gate_u_knots: int = 5, gate_feature: str = "residual_rms") -> None:
         super().__init__()
         c = width
         # not part of the paper: an optional, post-training-calibrated do-no-harm gate (see ResidualGate)
-        self.gate = ResidualGate(num_u_knots=gate_u_knots) if residual_gate else None
+        self.gate = ResidualGate(num_u_knots=gate_u_knots, feature=gate_feature) if residual_gate else None
         levels = (c, 2 * c, 4 * c)
         self.mapping = MappingNetwork(mapping_width, mapping_layers, levels)
         self.stem = _conv(3, c, 3)

@@ -1,8 +1,8 @@
 """Post-training calibration of a model's do-no-harm residual gate (:class:`facedeblur.models.layers.ResidualGate`).
 
-For restoration models that predict ``out = x + r``, the gate scales the residual by ``alpha(rms(r), u)``. This
-module fits ``alpha`` on *training* pairs: samples are grouped by the magnitude of their predicted residual
-(quantile bins) and, for gates with several u knots, by the nearest u knot; in each cell ``alpha`` in [0, 1]
+For restoration models that predict ``out = x + r``, the gate scales the residual by ``alpha(s, u)``, with ``s``
+the gate's feature (the residual's RMS or the input's sharpness). This module fits ``alpha`` on *training* pairs:
+samples are grouped by their feature value (quantile bins) and, for gates with several u knots, by the nearest u knot; in each cell ``alpha`` in [0, 1]
 maximises the mean PSNR gain over the input. Each sample only needs three numbers, since
 ``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``. Calibration pairs are training
 windows' FMR-ordered frames at the u knots (Table 4 protocol), so both the centre moment and the ends of the
@@ -22,7 +22,8 @@ __all__ = ["residual_stats", "fit_gate", "calibration_samples", "calibrate_gate"
 @torch.inference_mode()
 def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Tensor]], *, batch: int = 4,
                    progress: bool = True) -> np.ndarray:
-    """(rms(r), |d|^2, <r, d>, |r|^2, u) per sample (means over pixels), with the gate disabled."""
+    """(s, |d|^2, <r, d>, |r|^2, u) per sample (means over pixels), with the gate disabled; ``s`` is the gate's
+    feature (:meth:`~facedeblur.models.layers.ResidualGate.features`; rms(r) for a model without a gate)."""
     from tqdm.auto import tqdm
 
     gate = getattr(model, "gate", None)
@@ -39,9 +40,10 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
         out = model(x, u)
         out = out[-1] if isinstance(out, (list, tuple)) else out
         r, d = (out - x).double(), (gt - x).double()
+        feat = gate.features(x, out - x) if gate is not None else r.pow(2).mean(dim=(1, 2, 3)).sqrt()
         for i in range(len(buf)):
             rr, rd, dd = (r[i] * r[i]).mean().item(), (r[i] * d[i]).mean().item(), (d[i] * d[i]).mean().item()
-            rows.append([rr ** 0.5, dd, rd, rr, float(u.reshape(-1)[i if u.numel() > 1 else 0])])
+            rows.append([float(feat[i]), dd, rd, rr, float(u.reshape(-1)[i if u.numel() > 1 else 0])])
         buf.clear()
 
     try:
@@ -75,7 +77,7 @@ def fit_gate(stats: np.ndarray, num_knots: int = 8, num_u_knots: int = 1, min_ce
     """Fit a gate's knots and alphas from :func:`residual_stats` rows.
 
     With ``num_u_knots`` > 1 (rows must then carry u in column 4) each sample belongs to its nearest of the evenly
-    spaced u knots. Per u knot, the residual-RMS knots are the medians of ``num_knots`` quantile bins of that
+    spaced u knots. Per u knot, the feature knots are the medians of ``num_knots`` quantile bins of that
     u knot's samples (of all samples, for a u knot with fewer than ``num_knots * min_cell``), and each bin gets
     the alpha with the best mean PSNR gain; a bin with fewer than ``min_cell`` samples takes the alpha of the
     same quantile bin over all u. Returns ``knots`` and ``alphas`` (M x K; flat lists of K for M = 1, as
@@ -117,7 +119,7 @@ def fit_gate(stats: np.ndarray, num_knots: int = 8, num_u_knots: int = 1, min_ce
                 gated = float(_gain(cell, alpha).mean()) if len(cell) else float("nan")
                 ungated = float(_gain(cell, 1.0).mean()) if len(cell) else float("nan")
             alphas[m, k] = alpha
-            report.append({"u_knot": float(uk), "rms_median": float(knots_m[k]), "count": int(len(cell)),
+            report.append({"u_knot": float(uk), "feature_median": float(knots_m[k]), "count": int(len(cell)),
                            "alpha": alpha, "pooled": len(cell) < min_cell, "gain_ungated_db": ungated,
                            "gain_gated_db": gated})
     flat = num_u_knots == 1

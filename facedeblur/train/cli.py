@@ -44,10 +44,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", default="runs", metavar="DIR", help="runs folder; the run goes to OUT/NAME (default runs)")
     parser.add_argument("--name", help="run name (default: the model name)")
     parser.add_argument("--cache-dir", metavar="DIR", help="prepared-data cache folder")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="fine-tune: start the generator (and its EMA) from a training checkpoint, run folder, "
+                             ".safetensors file or save_pretrained folder, with a fresh optimizer at step 0 "
+                             "(ignored when the run resumes)")
     parser.add_argument("--resume", nargs="?", const=True, default="auto", metavar="CKPT",
                         help="resume from OUT/NAME/last (or from CKPT); without this flag a run resumes "
                              "automatically when OUT/NAME/last/ exists")
-    parser.add_argument("--max-steps", type=_positive_int, help="stop at this global step (default: recipe epochs)")
+    parser.add_argument("--max-steps", type=_non_negative_int,
+                        help="stop at this global step (default: recipe epochs); 0 with --init and --export "
+                             "converts that checkpoint into a release folder of this model without training")
     parser.add_argument("--max-minutes", type=_positive_float, help="wall-clock budget of this invocation")
     parser.add_argument("--val-every", type=_non_negative_int, default=1000, help="validate every N steps (0: only at the end)")
     parser.add_argument("--ckpt-every", type=_non_negative_int, default=1000, help="checkpoint every N steps")
@@ -119,7 +125,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        val_every=args.val_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
                        seed=args.seed, device=args.device, threads=args.threads, amp=args.amp,
                        workers=args.workers, val_batch=args.val_batch, val_max=args.val_max, resume=args.resume,
-                       export=args.export, gan=not args.no_gan, progress=not args.no_progress,
+                       init=args.init, export=args.export, gan=not args.no_gan, progress=not args.no_progress,
                        data_desc=f"{Path(args.data).name} ({os.path.abspath(args.data)})")
     finally:
         shutdown_distributed(dist_info)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LossWeights", "charbonnier", "gt_pyramid", "multiscale_charbonnier", "discriminator_loss",
+__all__ = ["LossWeights", "charbonnier", "psnr_loss", "gt_pyramid", "multiscale_charbonnier", "discriminator_loss",
            "generator_loss", "build_perceptual", "PerceptualLoss"]
 
 
@@ -37,6 +37,8 @@ class LossWeights:
     per: float = 0.01
     q_d: float = 0.05
     charbonnier_eps: float = 1e-3
+    psnr: float = 0.0  # not in the paper: weight of the per-sample log-MSE loss (psnr_loss) on the final output
+    psnr_floor: float = 1e-4  # MSE floor of that loss (1e-4: 40 dB; see psnr_loss)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, float] | None) -> "LossWeights":
@@ -52,6 +54,22 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
     """Mean over all elements of ``sqrt((pred - target)^2 + eps^2)`` (Charbonnier penalty, Eq. 16 inner term)."""
     diff = pred.float() - target.float()
     return torch.sqrt(diff * diff + eps * eps).mean()
+
+
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """Mean over the batch of ``10 log10(MSE_i + floor)``: minus each sample's PSNR in dB (data in [0, 1]).
+
+    Not a paper loss (HINet's "PSNR loss"). A pixel loss averaged over all pixels is dominated by the most
+    blurred samples; this one weighs every sample by its own error, so a 0.1 dB loss on a nearly sharp face
+    costs as much as a 0.1 dB gain on a blurred one earns (the quality bar is per severity bin). ``floor`` caps
+    the weight of nearly identical pairs: each sample's gradient is scaled by ``1 / (MSE_i + floor)``, so with a
+    tiny floor the identity pairs of the training mix (MSE 0) outweigh a blurred sample a thousandfold and the
+    network learns to return its input (measured: residual RMS 0.07 grey levels after 300 steps with 1e-6);
+    1e-4 (40 dB) weighs them like the nearly sharp faces the quality bar counts.
+    """
+    diff = pred.float() - target.float()
+    mse = (diff * diff).flatten(1).mean(dim=1)
+    return (10.0 * torch.log10(mse + floor)).mean()
 
 
 def gt_pyramid(target: torch.Tensor, n_scales: int = 3) -> list[torch.Tensor]:
@@ -139,6 +157,10 @@ def generator_loss(outputs: Sequence[torch.Tensor] | torch.Tensor, target: torch
     l_pix = multiscale_charbonnier(outputs, target, weights.charbonnier_eps, weights.pix_coarse)
     total = weights.pix * l_pix
     parts = {"g_pix": l_pix.detach()}
+    if weights.psnr > 0:
+        l_psnr = psnr_loss(final, target, weights.psnr_floor)
+        total = total + weights.psnr * l_psnr
+        parts["g_psnr"] = l_psnr.detach()
     if d_fake is not None:
         l_adv = _bce(d_fake["enc"], True) + _bce(d_fake["dec"], True)
         total = total + weights.adv * l_adv

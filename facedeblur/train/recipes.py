@@ -178,7 +178,7 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"recipe 'loss': {exc}") from None
         for k, v in dataclasses.asdict(kw["loss"]).items():
-            _positive(f"loss.{k}", v, allow_zero=k != "charbonnier_eps")
+            _positive(f"loss.{k}", v, allow_zero=k not in ("charbonnier_eps", "psnr_floor"))
     if "discriminator" in data:
         if not isinstance(data["discriminator"], Mapping):
             raise RecipeError("recipe key 'discriminator' must be a mapping of discriminator kwargs")

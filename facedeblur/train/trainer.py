@@ -31,6 +31,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 from ..errors import CapabilityError, DataError
 from ..models import get_arch, get_card
 from ..models._registry import ModelCard
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import (CheckpointError, atomic_write_text, load_state, rng_state, save_state,
                          save_tensors_atomic, set_rng_state)
 from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
@@ -73,6 +75,7 @@ class TrainOptions:
     val_batch: int = 4
     val_max: int | None = None          # validate on the first N items only
     resume: bool | str = "auto"         # "auto": resume when <out_dir>/last/ has a checkpoint; True: must; path
+    init: str | None = None             # start G (and its EMA) from these weights; fresh optimizer, step 0
     export: str | None = None           # also write the final generator (save_pretrained) here
     gan: bool = True                    # False: supervised even when the architecture has a discriminator
     progress: bool = True
@@ -357,7 +360,12 @@ class Trainer:
         self.last_val: dict[str, Any] | None = None
         self.last_val_step = -1
         self.resumed_from: str | None = None
+        self.initialised_from: str | None = None
         self._maybe_resume()
+        if opt.init and self.resumed_from is None:
+            self._init_from(opt.init)
+        elif opt.init and self.main:
+            print(f"[facedeblur train] note: --init {opt.init} ignored: the run resumes from {self.resumed_from}")
 
         if self.dist.enabled:
             ddp_kw: dict[str, Any] = {"broadcast_buffers": False}
@@ -384,6 +392,7 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": rng_state(), "best": self.best, "last_val_step": self.last_val_step, "wall_time_s": wall,
+            "initialised_from": self.initialised_from,
         }
 
     def save_checkpoint(self, wall: float) -> None:
@@ -442,7 +451,47 @@ class Trainer:
             set_rng_state(st["rng"])
         else:
             torch.manual_seed(self.opt.seed + 1 + self.dist.rank + 7919 * self.step)
+        self.initialised_from = st.get("initialised_from")
         self.resumed_from = str(path)
+
+    def _init_from(self, src: str) -> None:
+        """Fine-tuning start: G (and the EMA) from ``src``, optimizer, schedule and step fresh.
+
+        ``src`` is a training checkpoint (its EMA when it has one, else G), a run folder, a ``.safetensors``
+        weights file or a ``save_pretrained`` folder. Keys and shapes must match exactly, except the buffers of
+        post-training calibrations (:class:`~facedeblur.models.layers.ResidualGate`): training changes the
+        network, so the old calibration is dropped and the gate starts as the identity again.
+        """
+        from ..models.layers import ResidualGate
+        from ..weights import load_state_dict_strict, read_state_dict
+
+        path = Path(src)
+        if path.is_dir():
+            for cand in (path / _CKPT_NAME, path / "last" / _CKPT_NAME, path / "model.safetensors"):
+                if cand.is_file():
+                    path = cand
+                    break
+            else:
+                raise CheckpointError(f"--init {src}: the folder has no {_CKPT_NAME}, last/{_CKPT_NAME} or "
+                                      f"model.safetensors")
+        with safe_open(str(path), framework="pt") as f:
+            is_ckpt = (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+        if is_ckpt:
+            st = load_state(path)
+            if st["architecture"] != self.card.architecture:
+                raise CheckpointError(f"--init {path}: a checkpoint of {st['architecture']}, this run trains "
+                                      f"{self.card.architecture}")
+            state = st["ema"] if st.get("ema") is not None else st["g"]
+        else:
+            state = read_state_dict(path)
+        g = _unwrap(self.g)
+        calibrated = tuple(f"{name}." for name, m in g.named_modules() if isinstance(m, ResidualGate))
+        state = {k: v for k, v in state.items() if not k.startswith(calibrated)}
+        state.update({k: v for k, v in g.state_dict().items() if k.startswith(calibrated)})
+        load_state_dict_strict(g, state, arch_kwargs=self.arch_kwargs, source=str(path))
+        if self.ema is not None:
+            self.ema.load_state_dict(g.state_dict())
+        self.initialised_from = str(path)
 
     # ---------------------------------------------------------------------------------- logging
 
@@ -467,7 +516,8 @@ class Trainer:
             "total_steps": self.total_steps, "train_items": len(self.train_ds),  # type: ignore[arg-type]
             "val_items": len(self.val_ds) if self.val_ds is not None else 0,  # type: ignore[arg-type]
             "data": self.opt.data_desc, "torch": torch.__version__, "step": self.step, "status": status,
-            "wall_time_s": wall, "resumed_from": self.resumed_from, "best": self.best,
+            "wall_time_s": wall, "resumed_from": self.resumed_from, "initialised_from": self.initialised_from,
+            "best": self.best,
             "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -542,7 +592,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any] | None:
-        """PSNR/SSIM of output and of the blurry input vs sharp, overall and by severity bin (rank 0)."""
+        """PSNR/SSIM of the output (rounded to 8 bits) and of the blurry input vs sharp, overall and by severity
+        bin (rank 0)."""
         if self.val_ds is None or len(self.val_ds) == 0:  # type: ignore[arg-type]
             return None
         ds = self.val_ds
@@ -564,7 +615,8 @@ class Trainer:
                 u = batch["u"].to(self.device, torch.float32).reshape(-1) if self.continuous else None
                 with self._autocast():
                     out = _final(self._gen(model, bp, u))
-                out = out[..., :h, :w].float().clamp(0, 1).cpu()
+                # scored as the 8-bit image a user gets: a residual below half a grey level is no gain
+                out = torch.round(out[..., :h, :w].float().clamp(0, 1).cpu() * 255) / 255
                 bc = batch["blurry"].float()
                 p_o, s_o, p_b, s_b = psnr(out, s), ssim(out, s), psnr(bc, s), ssim(bc, s)
                 sev = batch["severity"].reshape(-1).double() if "severity" in batch else p_b
@@ -665,7 +717,9 @@ class Trainer:
                       f"perceptual loss: {self.perceptual_status}, device {self.device}"
                       f"{f' x{self.dist.world_size}' if self.dist.enabled else ''}, global batch {self.global_batch}, "
                       f"{self.steps_per_epoch} steps/epoch, target step {self.total_steps}"
-                      + (f", resumed at step {self.step} from {self.resumed_from}" if self.resumed_from else ""))
+                      + (f", resumed at step {self.step} from {self.resumed_from}" if self.resumed_from else "")
+                      + (f", initialised from {self.initialised_from}"
+                         if self.initialised_from and not self.resumed_from else ""))
                 self._write_meta("running", self.wall_before)
                 self._log({"type": "start" if not self.resumed_from else "resume", "step": self.step,
                            "perceptual_loss": self.perceptual_status, "world_size": self.dist.world_size})
