@@ -567,3 +567,16 @@ def test_init_fine_tunes_from_checkpoint_or_weights(tmp_path, data):
     diff = [k for k, v in src.ema.state_dict().items()  # release folders are fp16
             if not k.startswith("gate.") and not torch.equal(rel[k], v.to(rel[k].dtype))]
     assert not diff, diff[:5]
+
+
+def test_lite_stage2_recipe_file_resolves():
+    """zoo_configs/finetune/cfmd-gan.lite.psnr.yaml (the documented stage 2) is a valid override of the lite recipe."""
+    from pathlib import Path
+
+    from facedeblur.models import get_card
+    from facedeblur.train.recipes import read_config
+
+    path = Path(__file__).resolve().parents[1] / "zoo_configs" / "finetune" / "cfmd-gan.lite.psnr.yaml"
+    r = resolve_recipe(get_card("cfmd-gan.lite").training, read_config(str(path)))
+    assert r.loss.psnr == 1.0 and r.loss.psnr_floor == 1e-6 and r.to_dict()["identity_fraction"] == 0.0
+    assert r.crop == 96 and r.batch == 8  # the rest of the lite recipe is kept
