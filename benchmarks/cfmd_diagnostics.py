@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         mse_in = float(np.mean(d ** 2))
         sev = 10 * np.log10(255 ** 2 / mse_in)
         rows.append({"file": w["file"], "severity": sev, "bin": severity_bin(sev),
-                     "gain_db": sev - 10 * np.log10(255 ** 2 / max(float(np.mean((restored - gt) ** 2)), 1e-12)),
+                     "gain_db": 10 * np.log10(255 ** 2 / max(float(np.mean((restored - gt) ** 2)), 1e-12)) - sev,
                      "residual_rms": float(np.sqrt(np.mean(r ** 2))), "true_rms": float(np.sqrt(mse_in)),
                      "ls_scale": float(np.sum(r * d) / max(np.sum(r * r), 1e-12)),
                      "input_sharpness": float(input_sharpness(x))})

@@ -8,7 +8,6 @@ Severity is the PSNR of the blurry input against the sharp target (dB); bins fro
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
 import torch
