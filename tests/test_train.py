@@ -560,6 +560,11 @@ def test_init_fine_tunes_from_checkpoint_or_weights(tmp_path, data):
         _trainer(tmp_path / "bad", data, max_steps=1, val_every=0, init=str(tmp_path / "bad.safetensors"))
     with pytest.raises(CheckpointError, match="model.safetensors"):
         _trainer(tmp_path / "none", data, max_steps=1, val_every=0, init=str(tmp_path / "src"))
+    with pytest.raises(CheckpointError, match="no such file"):
+        _trainer(tmp_path / "none", data, max_steps=1, val_every=0, init=str(tmp_path / "missing.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        _trainer(tmp_path / "none", data, max_steps=1, val_every=0, init=str(tmp_path / "junk.safetensors"))
     # 0 steps + export: the checkpoint's EMA becomes a release folder of this model, not trained further
     res = _run(tmp_path, data, name="conv", max_steps=0, val_every=0, init=str(ckpt), export=str(tmp_path / "rel"))
     assert res.step == 0

@@ -474,8 +474,14 @@ class Trainer:
             else:
                 raise CheckpointError(f"--init {src}: the folder has no {_CKPT_NAME}, last/{_CKPT_NAME} or "
                                       f"model.safetensors")
-        with safe_open(str(path), framework="pt") as f:
-            is_ckpt = (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+        if not path.is_file():
+            raise CheckpointError(f"--init {src}: no such file or folder")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                is_ckpt = (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+        except Exception as exc:  # safetensors raises its own error types for non-safetensors/corrupt files
+            raise CheckpointError(f"--init {path}: not a readable safetensors file ({exc}); pass a training "
+                                  f"checkpoint or a .safetensors weights file") from exc
         if is_ckpt:
             st = load_state(path)
             if st["architecture"] != self.card.architecture:
