@@ -326,6 +326,13 @@ def test_trainer_validation_uses_blurry_and_output(tmp_path, data):
                                                        data_range=1) for i in range(len(val))])
     assert table["psnr_blurry"] == pytest.approx(expected_blurry, abs=1e-6)
     assert table["psnr"] != pytest.approx(table["psnr_blurry"], abs=1e-3)  # the output is not the input
+    # outputs are scored as the 8-bit images users get: a sub-grey-level change is rounded as it will be
+    tr._gen = lambda model, b, u: [b + 0.4 / 255]
+    rounded = tr.validate()
+    outs = [np.round(np.clip(val[i]["blurry"].numpy() + 0.4 / 255, 0, 1) * 255) / 255 for i in range(len(val))]
+    expected = np.mean([peak_signal_noise_ratio(val[i]["sharp"].numpy(), outs[i], data_range=1)
+                        for i in range(len(val))])
+    assert rounded["psnr"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_validation_logged_best_kept_and_export(tmp_path, data, monkeypatch):

@@ -3,10 +3,10 @@
 For restoration models that predict ``out = x + r``, the gate scales the residual by ``alpha(s, u)``, with ``s``
 the gate's feature (the residual's RMS or the input's sharpness). This module fits ``alpha`` on *training* pairs:
 samples are grouped by their feature value (quantile bins) and, for gates with several u knots, by the nearest
-u knot; in each cell ``alpha`` in [0, 1] maximises the mean PSNR gain over the input. Each sample only needs three numbers, since
-``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``. Calibration pairs are training
-windows' FMR-ordered frames at the u knots (Table 4 protocol), so both the centre moment and the ends of the
-exposure are represented. The validation identities are never used, so validation numbers measured afterwards
+u knot; in each cell ``alpha`` in [0, 1] maximises the mean PSNR gain over the input. Each sample only needs
+three numbers, since ``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``. Calibration
+pairs are training windows' FMR-ordered frames at the u knots (Table 4 protocol), so both the centre moment and
+the ends of the exposure are represented. The validation identities are never used, so validation numbers measured afterwards
 stay honest.
 """
 from __future__ import annotations
