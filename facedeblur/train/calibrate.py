@@ -6,8 +6,8 @@ samples are grouped by their feature value (quantile bins) and, for gates with s
 u knot; in each cell ``alpha`` in [0, 1] maximises the mean PSNR gain over the input. Each sample only needs
 three numbers, since ``MSE(alpha) = |d|^2 - 2 alpha <r, d> + alpha^2 |r|^2`` with ``d = gt - x``. Calibration
 pairs are training windows' FMR-ordered frames at the u knots (Table 4 protocol), so both the centre moment and
-the ends of the exposure are represented. The validation identities are never used, so validation numbers measured afterwards
-stay honest.
+the ends of the exposure are represented. The validation identities are never used, so validation numbers
+measured afterwards stay honest.
 """
 from __future__ import annotations
 
