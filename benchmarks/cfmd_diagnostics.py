@@ -2,13 +2,14 @@
 
     python benchmarks/cfmd_diagnostics.py --weights FILE_OR_FOLDER --data ../shared/data [--max-windows 120]
 
-For validation windows (the same seeded subset as ``cfmd_quality.py --max-windows``), at u = 0.5 against the
-FMR-middle frame, with the gate switched off: the PSNR gain of the uint8 output, the RMS of the network's
+For validation windows (the same seeded subset as ``cfmd_quality.py --max-windows``; ``--split train`` for
+training ones), at u = 0.5 against the FMR-middle frame, with the gate uncalibrated (off): the PSNR gain of the uint8 output, the RMS of the network's
 residual ``r = G(x) - x`` and of the true residual ``d = gt - x`` (grey levels), the least-squares scale
 ``<r, d> / <r, r>`` (median; 1 = the residual has the right size, < 1 too big, > 1 too small) and the input's
 sharpness (``layers.input_sharpness``). A network that tells blurred from sharp inputs has a residual RMS that
-falls with severity; the rank correlations with the blurry input's PSNR are printed. ``--weights`` takes a
-``save_pretrained`` folder, a ``.safetensors`` file or a training checkpoint (its EMA).
+falls with severity; the rank correlations with the blurry input's PSNR are printed, and the static windows
+(>= 45 dB, frames that differ by compression noise only). ``--weights`` takes a ``save_pretrained`` folder, a
+``.safetensors`` file or a training checkpoint (its EMA).
 """
 from __future__ import annotations
 
@@ -31,44 +32,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--max-windows", type=int, default=120)
+    ap.add_argument("--max-windows", type=int, default=120, help="0: all windows of the split")
+    ap.add_argument("--split", choices=["val", "train"], default="val",
+                    help="validation identities (default) or training ones (to compare how features generalise)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the per-window rows as JSON here")
     args = ap.parse_args(argv)
 
     import torch
-    from safetensors import safe_open
 
     import facedeblur
     from facedeblur.data import PrepConfig, load_manifest, prepare_windows
     from facedeblur.data.blur import average_frames
-    from facedeblur.models.layers import input_sharpness
-    from facedeblur.train.checkpoint import FORMAT, load_state
     from facedeblur.metrics.severity import severity_bin
-    from facedeblur.weights import load_state_dict_strict, read_state_dict
+    from facedeblur.models.layers import input_sharpness, uncalibrated_state
+    from facedeblur.train.checkpoint import read_generator_state
+    from facedeblur.weights import load_state_dict_strict
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = Path(args.weights)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        is_ckpt = (f.metadata() or {}).get("format") == FORMAT
-    if is_ckpt:
-        st = load_state(path)
-        state = st["ema"] if st.get("ema") is not None else st["g"]
-    else:
-        state = read_state_dict(path)
+    state, _ = read_generator_state(args.weights)
     net = facedeblur.create_model(args.model)
-    own_gate = {k: v for k, v in net.state_dict().items() if k.startswith("gate.")}
-    state = {**{k: v for k, v in state.items() if not k.startswith("gate.")}, **own_gate}
-    load_state_dict_strict(net, {k: v.float() for k, v in state.items()}, source=str(path))
+    load_state_dict_strict(net, {k: v.float() for k, v in uncalibrated_state(state, net).items()},
+                           source=args.weights)
     net.eval()
-    if getattr(net, "gate", None) is not None:
-        net.gate.enabled = False
 
     root, windows = load_manifest(prepare_windows(args.data, args.cache_dir, PrepConfig()))
-    val = [w for w in windows if w["split"] == "val"]
+    val = [w for w in windows if w["split"] == args.split]
     if args.max_windows and len(val) > args.max_windows:
         rng = np.random.default_rng(0)
         val = [val[i] for i in sorted(rng.choice(len(val), args.max_windows, replace=False))]
@@ -92,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                      "ls_scale": float(np.sum(r * d) / max(np.sum(r * r), 1e-12)),
                      "input_sharpness": float(input_sharpness(x))})
     rows_sev = [r["severity"] for r in rows]
-    print(f"{args.model} ({args.weights}), {len(rows)} validation windows, u = 0.5, gate off\n")
+    print(f"{args.model} ({args.weights}), {len(rows)} {args.split} windows, u = 0.5, gate off\n")
     print("| bin | windows | gain (dB) | residual RMS | true residual RMS | LS scale (median) | input sharpness |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for b in ["all", "<28", "28-32", "32-36", ">=36"]:
@@ -105,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrank correlation with the blurry input's PSNR: residual RMS "
           f"{_spearman([r['residual_rms'] for r in rows], rows_sev):+.2f}, input sharpness "
           f"{_spearman([r['input_sharpness'] for r in rows], rows_sev):+.2f}")
+    static = [r for r in rows if r["severity"] >= 45]
+    print(f"static windows (blurry input >= 45 dB): {len(static)}"
+          + (", gains " + ", ".join(f"{r['gain_db']:+.2f}" for r in sorted(static, key=lambda r: r["severity"]))
+             + " dB" if static else ""))
     if args.out:
         from facedeblur.restore.convert import write_bytes_atomic
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "ResidualGate", "lrelu",
-           "cpu_has_fast_dtype"]
+           "cpu_has_fast_dtype", "input_sharpness", "uncalibrated_state"]
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
@@ -341,9 +341,10 @@ def input_sharpness(x: torch.Tensor) -> torch.Tensor:
 
     The mean Sobel gradient magnitude of the grey image over its central half (the face, for aligned face
     crops), divided by the same after a Gaussian blur of sigma 2 px. Blur removes fine gradients first, so the
-    ratio is lower for blurred images whatever their contrast. On the CFMD-GAN training windows of
-    ``../shared/data`` its rank correlation with the blurry input's PSNR is +0.60, but on the validation
-    identities only +0.03 (measured in session 3): across people it separates little.
+    ratio is lower for blurred images whatever their contrast. On 120 CFMD-GAN training windows of
+    ``../shared/data`` its rank correlation with the blurry input's PSNR is +0.60, but on the 358 windows of
+    the validation identities +0.06 (``benchmarks/cfmd_diagnostics.py``, session 3): across people it separates
+    little.
     """
     g = x.float().mean(dim=1, keepdim=True)
     radius = 6
@@ -414,6 +415,20 @@ class ResidualGate(nn.Module):
             return out
         r = out - x
         return x + self.alpha(self.features(x, r), u).to(r.dtype).view(-1, 1, 1, 1) * r
+
+
+def uncalibrated_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with the buffers of every :class:`ResidualGate` of ``model`` replaced by ``model``'s own.
+
+    A gate calibration belongs to the network it was fitted on (and its layout may have changed since), so
+    weights loaded for training or recalibration drop it: the gates start as ``model``'s (identity until
+    calibrated)."""
+    prefixes = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ResidualGate))
+    if not prefixes:
+        return dict(state)
+    out = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    out.update({k: v for k, v in model.state_dict().items() if k.startswith(prefixes)})
+    return out
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:

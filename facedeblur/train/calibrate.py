@@ -167,6 +167,7 @@ def calibrate_folder(weights_dir: str, data_dir: str, out_dir: str, *, cache_dir
 
     from ..data.engine import PrepConfig, load_manifest, prepare_windows
     from ..models import get_arch, get_card
+    from ..models.layers import uncalibrated_state
     from ..weights import load_state_dict_strict, read_state_dict, resolve_weights, save_pretrained
 
     card = get_card(f"local-dir:{weights_dir}")
@@ -174,8 +175,7 @@ def calibrate_folder(weights_dir: str, data_dir: str, out_dir: str, *, cache_dir
     if getattr(model, "gate", None) is None:
         raise ValueError(f"{card.name}: the architecture has no residual gate (set residual_gate: true)")
     path = resolve_weights(card)
-    state = {k: v for k, v in read_state_dict(path, card.weights.sha256).items() if not k.startswith("gate.")}
-    state.update({f"gate.{k}": v for k, v in model.gate.state_dict().items()})
+    state = uncalibrated_state(read_state_dict(path, card.weights.sha256), model)
     load_state_dict_strict(model, state, arch_kwargs=dict(card.arch_kwargs), source=str(path))
     model.eval()
     root, windows = load_manifest(prepare_windows(data_dir, cache_dir, PrepConfig(seed=seed), progress=progress))

@@ -22,9 +22,10 @@ from safetensors.torch import save_file
 from ..errors import FaceDeblurError
 
 __all__ = ["CheckpointError", "flatten_state", "unflatten_state", "save_state", "load_state", "rng_state",
-           "set_rng_state", "atomic_write_text", "save_tensors_atomic"]
+           "set_rng_state", "atomic_write_text", "save_tensors_atomic", "read_generator_state"]
 
 FORMAT = "facedeblur-train-checkpoint"
+CHECKPOINT_NAME = "checkpoint.safetensors"  # the file name in a run's last/ folder
 VERSION = "1"
 
 
@@ -96,16 +97,10 @@ def _tmp_path(path: Path) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a UTF-8 text file atomically (:func:`facedeblur.restore.convert.write_bytes_atomic`)."""
+    from ..restore.convert import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
@@ -150,6 +145,39 @@ def load_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> d
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}; the file is truncated or corrupt, "
                               f"use an older checkpoint or start a new run") from exc
     return unflatten_state(tensors, json.loads(meta["state"]))
+
+
+def read_generator_state(src: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str | None]:
+    """A generator's weights from a training checkpoint (its EMA when it has one, else G), a run folder, a
+    ``.safetensors`` weights file or a ``save_pretrained`` folder. Returns the state dict and the checkpoint's
+    architecture name (None for plain weights files).
+
+    Raises:
+        CheckpointError: nothing readable at ``src``.
+    """
+    path = Path(src)
+    if path.is_dir():
+        for cand in (path / CHECKPOINT_NAME, path / "last" / CHECKPOINT_NAME, path / "model.safetensors"):
+            if cand.is_file():
+                path = cand
+                break
+        else:
+            raise CheckpointError(f"{src}: the folder has no {CHECKPOINT_NAME}, last/{CHECKPOINT_NAME} or "
+                                  f"model.safetensors")
+    if not path.is_file():
+        raise CheckpointError(f"{src}: no such file or folder")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_ckpt = (f.metadata() or {}).get("format") == FORMAT
+    except Exception as exc:  # safetensors raises its own error types for non-safetensors/corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); pass a training checkpoint or a "
+                              f".safetensors weights file") from exc
+    if is_ckpt:
+        st = load_state(path)
+        return (st["ema"] if st.get("ema") is not None else st["g"]), st["architecture"]
+    from ..weights import read_state_dict
+
+    return read_state_dict(path), None
 
 
 def rng_state() -> dict[str, Any]:

@@ -31,7 +31,6 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
@@ -40,9 +39,8 @@ from tqdm.auto import tqdm
 from ..errors import CapabilityError, DataError
 from ..models import get_arch, get_card
 from ..models._registry import ModelCard
-from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import (CheckpointError, atomic_write_text, load_state, rng_state, save_state,
-                         save_tensors_atomic, set_rng_state)
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, atomic_write_text, load_state, read_generator_state,
+                         rng_state, save_state, save_tensors_atomic, set_rng_state)
 from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
                           shutdown_distributed)
 from .losses import build_perceptual, discriminator_loss, generator_loss
@@ -51,7 +49,7 @@ from .validation import format_table, psnr, ssim, summarize
 
 __all__ = ["TrainOptions", "TrainResult", "Trainer", "train", "SampleStream", "SeededDataset"]
 
-_CKPT_NAME = "checkpoint.safetensors"
+_CKPT_NAME = CHECKPOINT_NAME
 _MASK64 = (1 << 64) - 1
 
 
@@ -457,47 +455,25 @@ class Trainer:
     def _init_from(self, src: str) -> None:
         """Fine-tuning start: G (and the EMA) from ``src``, optimizer, schedule and step fresh.
 
-        ``src`` is a training checkpoint (its EMA when it has one, else G), a run folder, a ``.safetensors``
-        weights file or a ``save_pretrained`` folder. Keys and shapes must match exactly, except the buffers of
-        post-training calibrations (:class:`~facedeblur.models.layers.ResidualGate`): training changes the
-        network, so the old calibration is dropped and the gate starts as the identity again.
+        ``src`` is anything :func:`~facedeblur.train.checkpoint.read_generator_state` reads. Keys and shapes must
+        match exactly, except the buffers of post-training calibrations
+        (:func:`~facedeblur.models.layers.uncalibrated_state`): training changes the network, so the old
+        calibration is dropped and the gate starts as the identity again.
         """
-        from ..models.layers import ResidualGate
-        from ..weights import load_state_dict_strict, read_state_dict
+        from ..models.layers import uncalibrated_state
+        from ..weights import load_state_dict_strict
 
-        path = Path(src)
-        if path.is_dir():
-            for cand in (path / _CKPT_NAME, path / "last" / _CKPT_NAME, path / "model.safetensors"):
-                if cand.is_file():
-                    path = cand
-                    break
-            else:
-                raise CheckpointError(f"--init {src}: the folder has no {_CKPT_NAME}, last/{_CKPT_NAME} or "
-                                      f"model.safetensors")
-        if not path.is_file():
-            raise CheckpointError(f"--init {src}: no such file or folder")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                is_ckpt = (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
-        except Exception as exc:  # safetensors raises its own error types for non-safetensors/corrupt files
-            raise CheckpointError(f"--init {path}: not a readable safetensors file ({exc}); pass a training "
-                                  f"checkpoint or a .safetensors weights file") from exc
-        if is_ckpt:
-            st = load_state(path)
-            if st["architecture"] != self.card.architecture:
-                raise CheckpointError(f"--init {path}: a checkpoint of {st['architecture']}, this run trains "
-                                      f"{self.card.architecture}")
-            state = st["ema"] if st.get("ema") is not None else st["g"]
-        else:
-            state = read_state_dict(path)
+            state, arch = read_generator_state(src)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--init {exc}") from exc
+        if arch is not None and arch != self.card.architecture:
+            raise CheckpointError(f"--init {src}: a checkpoint of {arch}, this run trains {self.card.architecture}")
         g = _unwrap(self.g)
-        calibrated = tuple(f"{name}." for name, m in g.named_modules() if isinstance(m, ResidualGate))
-        state = {k: v for k, v in state.items() if not k.startswith(calibrated)}
-        state.update({k: v for k, v in g.state_dict().items() if k.startswith(calibrated)})
-        load_state_dict_strict(g, state, arch_kwargs=self.arch_kwargs, source=str(path))
+        load_state_dict_strict(g, uncalibrated_state(state, g), arch_kwargs=self.arch_kwargs, source=str(src))
         if self.ema is not None:
             self.ema.load_state_dict(g.state_dict())
-        self.initialised_from = str(path)
+        self.initialised_from = str(src)
 
     # ---------------------------------------------------------------------------------- logging
 
