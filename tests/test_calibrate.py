@@ -74,8 +74,8 @@ def test_residual_stats_match_direct_computation():
         out = g(s["blurry"][None], s["u"][None])[-1][0]
         g.gate.enabled = True
     r, d = (out - s["blurry"]).double(), (s["sharp"] - s["blurry"]).double()
-    assert stats.shape == (3, 5)
-    np.testing.assert_allclose(stats[2], [(r * r).mean().sqrt().item(), (d * d).mean().item(),
+    assert stats.shape == (3, 5 + 41)  # + the 8-bit MSE per alpha of ALPHA_GRID (tested below)
+    np.testing.assert_allclose(stats[2, :5], [(r * r).mean().sqrt().item(), (d * d).mean().item(),
                                           (r * d).mean().item(), (r * r).mean().item(), 0.5], rtol=1e-6)
 
 
@@ -208,3 +208,48 @@ def test_gate_on_input_sharpness_depends_on_the_input_not_the_residual():
     sample = {"blurry": blurred[0], "sharp": x[0], "u": torch.tensor(0.5)}
     stats = residual_stats(g, [sample], progress=False)
     assert stats[0, 0] == pytest.approx(s_blur, rel=1e-5)
+
+
+class _FixedResidual(torch.nn.Module):
+    """A "model" that adds a fixed residual map (no gate): calibration statistics of a known residual."""
+
+    def __init__(self, r: torch.Tensor) -> None:
+        super().__init__()
+        self.r = torch.nn.Parameter(r, requires_grad=False)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> list[torch.Tensor]:
+        return [x + self.r]
+
+
+def test_quantised_calibration_scores_the_8bit_output():
+    """A nearly sharp face: the truth is +1 grey level on 20 % of the pixels. The residual is +0.7 there and
+    +0.55 elsewhere. The float score's best alpha (~0.41) rounds to no change at all, so its float gain is never
+    delivered. On 8-bit output, alpha in [0.72, 0.9) moves exactly the right pixels."""
+    x = torch.full((3, 10, 10), 100 / 255)
+    hit = torch.zeros(3, 10, 10, dtype=torch.bool)
+    hit[:, :2] = True  # 20 % of the pixels
+    gt = x + hit.float() / 255
+    r = torch.where(hit, 0.7, 0.55) / 255
+    model = _FixedResidual(r)
+    samples = [{"blurry": x, "sharp": gt, "u": torch.tensor(0.5)}] * 32
+    q = residual_stats(model, samples, progress=False)
+    f = residual_stats(model, samples, progress=False, quantize=None)
+    from facedeblur.train.calibrate import ALPHA_GRID
+
+    assert q.shape == (32, 5 + len(ALPHA_GRID)) and f.shape == (32, 5)
+    np.testing.assert_allclose(q[:, :5], f, rtol=1e-9)
+    for a in (0.0, 0.5, 0.8, 1.0):  # the quantised columns are the MSE of the rounded output
+        out = torch.round((x + a * r).clamp(0, 1) * 255) / 255
+        want = (out.double() - gt.double()).pow(2).mean().item()
+        assert q[0, 5 + int(np.abs(ALPHA_GRID - a).argmin())] == pytest.approx(want, rel=1e-5)
+    alpha_float = fit_gate(f, num_knots=4)["alphas"][0]
+    alpha_q = fit_gate(q, num_knots=4)["alphas"][0]
+    assert 0.35 < alpha_float < 0.45
+    assert 0.72 <= alpha_q < 0.9
+    delivered = torch.round((x + alpha_float * r) * 255) / 255
+    assert torch.equal(delivered, x)  # the float choice changes nothing after rounding
+    assert torch.allclose(torch.round((x + alpha_q * r) * 255) / 255, gt)
+    with pytest.raises(ValueError, match="quantize"):
+        residual_stats(model, samples, progress=False, quantize=0)
+    with pytest.raises(ValueError, match="columns"):
+        fit_gate(q[:, :7], num_knots=4)

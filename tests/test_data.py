@@ -626,3 +626,38 @@ def test_pick_frame_centre_fraction():
     assert _pick_frame(0.2, 9, 0.5, 0) == 4 and _pick_frame(0.7, 9, 0.5, 0) == 0
     assert _pick_frame(0.0, 6, 0.0, 5) == 5  # fraction 0: always the uniform draw (the paper)
     assert _pick_frame(0.99, 6, 1.0, 5) == 2
+
+
+def test_window_train_set_static_exposures(prepared):
+    """static_fraction: N noisy captures of one frame, averaged; the target is one capture. The pair's PSNR is
+    that of a static window (high, but finite: the captures' noise differs), and the sampling is seeded."""
+    ds = _train_set(prepared, identity_fraction=0.0, stills_fraction=0.0, static_fraction=1.0,
+                    static_noise=(0.5, 0.5))
+    torch.manual_seed(5)
+    for i in range(4):
+        item = ds[i]
+        b, s = item["blurry"] * 255, item["sharp"] * 255
+        assert torch.equal(b, b.round()) and torch.equal(s, s.round())  # 8-bit images
+        diff = (b - s).pow(2).mean().sqrt().item()
+        assert 0.3 < diff < 1.0  # ~ sigma * sqrt(1 - 1/N), rounded: nothing moved, only noise differs
+        assert 45.0 < float(item["severity"]) < 60.0
+    torch.manual_seed(5)
+    again = ds[0]
+    torch.manual_seed(5)
+    first = ds[0]
+    assert torch.equal(first["blurry"], again["blurry"]) and torch.equal(first["sharp"], again["sharp"])
+    # fractions are checked
+    root, recs = load_manifest(prepared["manifest"])
+    train = [r for r in recs if r["split"] == "train"]
+    with pytest.raises(DataError, match="must not exceed 1"):
+        WindowTrainSet(root, train, crop=8, scale_range=(1, 1), epoch_samples=1, identity_fraction=0.5,
+                       stills_fraction=0.0, static_fraction=0.6)
+    with pytest.raises(DataError, match="static_noise"):
+        WindowTrainSet(root, train, crop=8, scale_range=(1, 1), epoch_samples=1, static_noise=(1.0, 0.5))
+    # without static samples nothing changes: the default draws no extra random numbers
+    plain = _train_set(prepared, identity_fraction=0.0)
+    torch.manual_seed(2)
+    x = plain[0]
+    torch.manual_seed(2)
+    y = _train_set(prepared, identity_fraction=0.0, static_fraction=0.0)[0]
+    assert torch.equal(x["blurry"], y["blurry"])

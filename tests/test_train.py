@@ -399,6 +399,11 @@ def test_recipe_resolution_and_errors():
         resolve_recipe(card.training, {"loss": {"psnr": 1.0, "psnr_floor": 0.0}})
     r3 = resolve_recipe(card.training, {"identity_fraction": 0.2})  # data-engine keys pass through
     assert r3.to_dict()["identity_fraction"] == 0.2 and "data" not in r3.to_dict()
+    r4 = resolve_recipe(card.training, {"static_fraction": 0.05, "static_noise": [0.3, 1]})
+    assert r4.to_dict()["static_fraction"] == 0.05 and r4.to_dict()["static_noise"] == [0.3, 1.0]
+    for bad in ([1.0], [2, 1], "0.3,1.2", [0.3, True]):
+        with pytest.raises(RecipeError, match="static_noise"):
+            resolve_recipe(card.training, {"static_noise": bad})
 
 
 def _parse(argv):

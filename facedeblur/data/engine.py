@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -310,13 +310,32 @@ class WindowTrainSet(torch.utils.data.Dataset):
     The frame is drawn uniformly (the paper), except that with probability ``centre_fraction`` it is the
     FMR-middle frame (u = 0.5 for odd N). Not in the paper: for a model that does not yet use u the best
     uniform-u prediction is the blurry input itself (the frames average to it), so early training has almost
-    no signal; extra centre-moment targets give the network a deblurring task from the first step."""
+    no signal; extra centre-moment targets give the network a deblurring task from the first step.
+
+    With probability ``static_fraction`` (not in the paper) a sample is a *still exposure*: the face did not move,
+    so the N frames are one sharp frame captured N times with independent noise (Gaussian, sigma
+    ``static_noise`` grey levels, drawn per sample, rounded to 8 bits), the input is their average and the target
+    one of them. Validation showed such windows (blurry input 45-55 dB: the frames differ only by compression
+    noise) are where a network that sharpens every input loses most; identity pairs (input = target, MSE 0) teach
+    the same but, under a per-sample PSNR loss, outweigh everything else (see the stage-2 notes in the model
+    card), while the noise here keeps the pair's MSE at a real static window's level."""
 
     def __init__(self, root: Path, windows: list[dict[str, Any]], *, crop: int, scale_range: tuple[float, float],
                  epoch_samples: int, identity_fraction: float = 0.1, stills: StillsSource | None = None,
-                 stills_fraction: float = 0.3, centre_fraction: float = 0.0) -> None:
+                 stills_fraction: float = 0.3, centre_fraction: float = 0.0, static_fraction: float = 0.0,
+                 static_noise: tuple[float, float] = (0.3, 1.2)) -> None:
         if not windows:
             raise DataError("no training windows")
+        fractions = {"identity_fraction": identity_fraction, "stills_fraction": stills_fraction,
+                     "static_fraction": static_fraction, "centre_fraction": centre_fraction}
+        used_stills = stills_fraction if stills is not None and stills.paths else 0.0
+        bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
+        if bad or identity_fraction + used_stills + static_fraction > 1.0:
+            raise DataError(f"sample fractions must lie in [0, 1] and identity + stills + static must not exceed 1; "
+                            f"got {fractions}")
+        if not 0.0 <= static_noise[0] <= static_noise[1]:
+            raise DataError(f"static_noise must be (low, high) grey levels with 0 <= low <= high, got {static_noise}")
+        self.static_fraction, self.static_noise = static_fraction, (float(static_noise[0]), float(static_noise[1]))
         self.root, self.windows, self.crop, self.scale_range = root, windows, crop, tuple(scale_range)
         self.epoch_samples = epoch_samples
         self.identity_fraction = identity_fraction
@@ -330,8 +349,26 @@ class WindowTrainSet(torch.utils.data.Dataset):
     def _frames(self, w: int) -> np.ndarray:
         return np.load(self.root / self.windows[w]["file"], mmap_mode="r", allow_pickle=False)
 
+    def _static_pair(self, sharp: np.ndarray, n: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(average of n noisy captures of ``sharp``, capture i): a still exposure (see the class doc)."""
+        lo, hi = self.static_noise
+        sigma = lo + (hi - lo) * float(torch.rand(()).item())
+        gen = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, ()).item()))
+        captures = np.clip(np.rint(sharp[None].astype(np.float32) + gen.normal(0.0, sigma, (n, *sharp.shape))),
+                           0, 255).astype(np.uint8)
+        return average_frames(captures), captures[i]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         r = float(torch.rand(()).item())
+        static = r >= 1.0 - self.static_fraction
+        if static:
+            w = int(torch.randint(0, len(self.windows), ()).item())
+            frames = self._frames(w)
+            n = len(frames)
+            i = int(torch.randint(0, n, ()).item())
+            (sharp,) = _scale_crop([np.asarray(frames[i])], self.crop, self.scale_range)
+            blurry, sharp = self._static_pair(np.ascontiguousarray(sharp), n, i)
+            return self._item(blurry, sharp, i / (n - 1))
         if r < self.stills_fraction:
             blurry, sharp, u = self.stills.sample(int(torch.randint(0, 2 ** 31 - 1, ()).item()), self.centre_fraction)
         else:
@@ -347,6 +384,10 @@ class WindowTrainSet(torch.utils.data.Dataset):
                 blurry = average_frames(frames)
             u = i / (n - 1)
         blurry, sharp = _scale_crop([blurry, sharp], self.crop, self.scale_range)
+        return self._item(blurry, sharp, u)
+
+    @staticmethod
+    def _item(blurry: np.ndarray, sharp: np.ndarray, u: float) -> dict[str, torch.Tensor]:
         sev = psnr_uint8(blurry, sharp)
         return {"blurry": _to_tensor(blurry), "sharp": _to_tensor(sharp), "u": torch.tensor(u, dtype=torch.float32),
                 "severity": torch.tensor(min(sev, 100.0), dtype=torch.float32)}
@@ -414,5 +455,7 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
                            epoch_samples=int(training.get("epoch_samples", 12000)),
                            identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
                            stills_fraction=float(training.get("stills_fraction", 0.3)),
-                           centre_fraction=float(training.get("centre_fraction", 0.0)))
+                           centre_fraction=float(training.get("centre_fraction", 0.0)),
+                           static_fraction=float(training.get("static_fraction", 0.0)),
+                           static_noise=tuple(training.get("static_noise", (0.3, 1.2))))
     return train, WindowValSet(root, val_w)

@@ -372,8 +372,8 @@ class ResidualGate(nn.Module):
     the residual's root mean square (in [0, 1] units), or ``"input_sharpness"`` (:func:`input_sharpness` of the
     input: how sharp it already is). ``alpha`` is piecewise-linear over the control-factor knots ``u_knots`` (M,
     evenly spaced on [0, 1], for continuous models) and, per u knot, over its own feature ``knots`` (M, K);
-    ``alphas`` (M, K) in [0, 1] are fitted on *training* pairs to maximise the mean PSNR gain
-    (:func:`facedeblur.train.calibrate.fit_gate`). Where an imperfect model's changes are mostly error (nearly
+    ``alphas`` (M, K) in [0, 1] are fitted on *training* pairs to maximise the mean PSNR gain of the 8-bit
+    output (:func:`facedeblur.train.calibrate.fit_gate`). Where an imperfect model's changes are mostly error (nearly
     sharp inputs; the far ends of the exposure, u near 0 or 1, which are harder to predict than its middle),
     the fit gives alpha < 1 and the input is left (nearly) alone. Identity (alpha = 1) until calibrated.
     """

@@ -23,7 +23,7 @@ __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config
 # keys of a card's ``training`` section that describe a finished run, not the recipe
 _RECORD_KEYS = {"record", "notes"}
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
-DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction"}
+DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise"}
 
 
 class RecipeError(FaceDeblurError, ValueError):
@@ -145,7 +145,13 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
     if unknown:
         raise RecipeError(f"unknown training recipe keys {sorted(unknown)}; known: {sorted(known | DATA_KEYS)}")
     for k, v in extra.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        if k == "static_noise":  # (low, high) noise sigma in grey levels
+            if (not isinstance(v, (list, tuple)) or len(v) != 2
+                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v)
+                    or not 0 <= v[0] <= v[1]):
+                raise RecipeError(f"static_noise must be [low, high] grey levels with 0 <= low <= high, got {v!r}")
+            extra[k] = [float(x) for x in v]
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise RecipeError(f"{k} must be a fraction in [0, 1], got {v!r}")
     kw: dict[str, Any] = {"data": extra}
     if "recipe" in data:
