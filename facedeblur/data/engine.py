@@ -360,8 +360,7 @@ class WindowTrainSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         r = float(torch.rand(()).item())
-        static = r >= 1.0 - self.static_fraction
-        if static:
+        if r >= 1.0 - self.static_fraction:  # a still exposure (never when static_fraction is 0: r < 1)
             w = int(torch.randint(0, len(self.windows), ()).item())
             frames = self._frames(w)
             n = len(frames)

@@ -40,7 +40,7 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
     :data:`ALPHA_GRID` (``len(ALPHA_GRID)`` more columns), which :func:`fit_gate` then uses."""
     if quantize is not None and quantize < 1:
         raise ValueError(f"quantize must be a positive number of levels (255 for 8-bit output), got {quantize}")
-    alphas = torch.tensor(ALPHA_GRID, dtype=torch.float64)
+    alphas = torch.tensor(ALPHA_GRID, dtype=torch.float32).view(-1, 1, 1, 1)
     from tqdm.auto import tqdm
 
     gate = getattr(model, "gate", None)
@@ -62,7 +62,7 @@ def residual_stats(model: torch.nn.Module, samples: Iterable[dict[str, torch.Ten
             rr, rd, dd = (r[i] * r[i]).mean().item(), (r[i] * d[i]).mean().item(), (d[i] * d[i]).mean().item()
             row = [float(feat[i]), dd, rd, rr, float(u.reshape(-1)[i if u.numel() > 1 else 0])]
             if quantize is not None:  # in output levels (exact integers for x and gt), float32 is exact enough
-                a = alphas.to(device=r.device, dtype=torch.float32).view(-1, 1, 1, 1)
+                a = alphas.to(r.device)
                 xq, gq = torch.round(x[i].float() * quantize), torch.round(gt[i].float() * quantize)
                 q = torch.round(xq + a * (r[i].float() * quantize)).clamp_(0, quantize)
                 mse = (q - gq).pow_(2).mean(dim=(1, 2, 3)).double() / (quantize * quantize)
