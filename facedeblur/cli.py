@@ -109,13 +109,27 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quality_text(summary: dict[str, Any]) -> str:
+    """One line from a quality-bar summary (benchmarks/cfmd_quality.py): centre gains per bin, moments, verdict."""
+    parts = []
+    centre = summary.get("centre", {})
+    if centre:
+        parts.append("centre gain dB " + ", ".join(f"{b} {v['gain']:+.3f} (n={v['count']})" for b, v in centre.items()))
+    bar = summary.get("bar", {})
+    if bar.get("positions"):
+        parts.append(f"moments beaten at {bar['positions_beaten']}/{bar['positions']} positions")
+    if "met" in bar:
+        parts.append("bar met" if bar["met"] else "bar NOT met")
+    return "; ".join(parts) or json.dumps(summary, default=str)
+
+
 def _card_text(card: Any) -> str:
     caps, inp, p = card.capabilities, card.input, card.paper
     lines = [f"{card.name}" + (f"  (default variant of {card.family})" if card.default else "")]
 
     def add(key: str, value: Any) -> None:
         if value not in (None, "", {}, ()):
-            lines.append(f"  {key + ':':<15}{value}")
+            lines.append(f"  {key + ':' if key else '':<15}{value}")  # an empty key continues the line above
 
     add("task", card.task)
     add("description", " ".join(str(card.description).split()))
@@ -135,10 +149,27 @@ def _card_text(card: Any) -> str:
     add("weights", _weights_text(card))
     add("license", card.license)
     add("training data", card.training_data)
-    if card.training:
-        add("training", json.dumps(card.training, default=str))
-    if card.metrics:
-        add("metrics", json.dumps(card.metrics, default=str))
+    records = ("stages", "gate_calibration", "record")
+    recipe = {k: v for k, v in card.training.items() if k not in records}
+    if recipe:
+        add("recipe", json.dumps(recipe, default=str))
+    for i, st in enumerate(card.training.get("stages", [])):
+        wall = f", {st['wall_time_s'] / 60:.0f} min" if st.get("wall_time_s") else ""
+        add("trained" if i == 0 else "", f"{st.get('name', '?')} ({st.get('steps', '?')} steps{wall}; {st.get('recipe', '')})")
+    gate = card.training.get("gate_calibration")
+    if gate:
+        alphas = [a for row in gate.get("alphas", []) for a in (row if isinstance(row, list) else [row])]
+        span = f", alpha {min(alphas):.3g}-{max(alphas):.3g}" if alphas else ""
+        add("gate", f"calibrated on {gate.get('samples', '?')} pairs of {gate.get('windows', '?')} training windows"
+                    f" ({'8-bit' if gate.get('quantize') == 255 else 'float'} output{span})")
+    if "record" in card.training:
+        add("record", json.dumps(card.training["record"], default=str))
+    for key, value in card.metrics.items():
+        if key == "quality_bar" and isinstance(value, dict):
+            for tag, summary in value.items():
+                add("quality", f"{tag}: {_quality_text(summary)}")
+        else:
+            add(key, json.dumps(value, default=str))
     add("notes", " ".join(str(card.notes).split()))
     add("source", card.source)
     return "\n".join(lines)

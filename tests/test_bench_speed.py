@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
+import facedeblur
+
 from facedeblur.benchmark import speed as S
 from tinymodels import tiny_model
 
@@ -80,11 +82,21 @@ def test_unsupported_dtype_row():
 
 
 def test_zoo_spec_without_weights_is_random_init_for_speed_only():
-    spec = S.zoo_spec("cfmd-gan.lite")
+    assert not facedeblur.model_info("cfmd-gan.paper").pretrained  # no weights ship for the paper variant
+    spec = S.zoo_spec("cfmd-gan.paper")
     assert spec.continuous and spec.zoo and "bfloat16" in spec.dtypes
     model, note = spec.build("cpu", torch.float32)
     assert note == "random init (speed only)"
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_zoo_spec_with_weights_times_the_trained_model():
+    if not facedeblur.model_info("cfmd-gan.lite").pretrained:
+        pytest.skip("no embedded cfmd-gan.lite weights in this tree")
+    model, note = S.zoo_spec("cfmd-gan.lite").build("cpu", torch.float32)
+    assert note == "trained weights"
+    reference = facedeblur.load("cfmd-gan.lite", device="cpu").model
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
 
 
 def test_matmul_peak_counts_2n3():
@@ -97,7 +109,8 @@ def test_isolated_subprocess_rows(tmp_path):
     cfg = S.SpeedConfig(sizes=(16,), batches=(1,), warmup=0, repeats=2, threads=1, isolate=True, peak_n=128)
     doc = S.run_speed([S.zoo_spec("cfmd-gan.lite")], cfg, tmp_path, progress=False)
     (row,) = doc["rows"]
-    assert row["status"] == "ok" and row["threads"] == 1 and row["weights"] == "random init (speed only)"
+    expected = "trained weights" if facedeblur.model_info("cfmd-gan.lite").pretrained else "random init (speed only)"
+    assert row["status"] == "ok" and row["threads"] == 1 and row["weights"] == expected
 
 
 class _Hungry(torch.nn.Module):

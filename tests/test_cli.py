@@ -66,10 +66,15 @@ def test_list_pretrained(capsys):
 
 
 def test_info(capsys):
+    import facedeblur
+
     rc, out, _ = run(["info", "cfmd-gan"], capsys)
     assert rc == 0
     assert out.startswith("cfmd-gan.lite") and "image-continuous" in out and "default 0.5" in out
     assert "2207.06626" in out and "parameters:" in out
+    if facedeblur.model_info("cfmd-gan").pretrained:  # a shipped card: its record is summarised, not dumped
+        assert "trained:" in out and "stage 1" in out and "gate:" in out and "bar met" in out
+        assert '"stages"' not in out and '"gate_calibration"' not in out
     rc, out, _ = run(["info", "cfmd-gan.paper", "--json"], capsys)
     data = json.loads(out)
     assert rc == 0 and data["name"] == "cfmd-gan.paper" and data["arch_kwargs"]["width"] == 32

@@ -404,6 +404,10 @@ def test_recipe_resolution_and_errors():
     for bad in ([1.0], [2, 1], "0.3,1.2", [0.3, True]):
         with pytest.raises(RecipeError, match="static_noise"):
             resolve_recipe(card.training, {"static_noise": bad})
+    # a shipped card's records (how its weights were made) are not recipe keys: training from it still works
+    shipped = {**card.training, "stages": [{"name": "stage 1", "steps": 10}], "gate_calibration": {"windows": 3},
+               "record": {"iterations": 10}}
+    assert resolve_recipe(shipped).to_dict() == r.to_dict()
 
 
 def _parse(argv):

@@ -151,9 +151,14 @@ def test_resolve_explicit_file_and_folder(tiny_file, tmp_path, no_hub):
         resolve_weights(card, tmp_path / "missing.safetensors")
 
 
+def _without_weights(name: str):
+    """A zoo card as it is before any weights are published (the state of a variant that is still training)."""
+    return dataclasses.replace(get_card(name), weights=WeightsSpec())
+
+
 def test_no_weights_message(no_hub):
     with pytest.raises(WeightsNotAvailableError) as e:
-        resolve_weights(get_card("cfmd-gan.lite"))
+        resolve_weights(_without_weights("cfmd-gan.lite"))
     msg = str(e.value)
     assert "no trained weights are published" in msg and "weights=" in msg and "import-official" not in msg
     with pytest.raises(WeightsNotAvailableError, match="facedeblur import-official cfmd-gan model_best.pth"):
@@ -193,7 +198,7 @@ def test_hub_card_without_revision_is_refused(no_hub):
 
 def test_download_without_weights(no_hub):
     with pytest.raises(WeightsNotAvailableError, match="no trained weights"):
-        download(get_card("cfmd-gan.lite"))
+        download(_without_weights("cfmd-gan.lite"))
 
 
 # ----------------------------------------------------------------------------------------------- save / local-dir

@@ -1,11 +1,17 @@
 """Maintainer tool: make a trained model folder the embedded (offline) weights of a zoo variant.
 
-    python tools/embed_weights.py runs/lite-calibrated --variant cfmd-gan.lite [--quality benchmarks/results/x.json]
+    python tools/embed_weights.py runs/lite-calibrated --variant cfmd-gan.lite --lineage LINEAGE.yaml \
+        [--quality benchmarks/results/x.json ...]
 
 Copies ``FOLDER/model.safetensors`` (written by ``save_pretrained``, e.g. fp16) to
 ``facedeblur/weights/embedded/<variant>.safetensors``, verifies it loads strictly into the variant's architecture,
-and rewrites ``zoo_configs/<variant>.yaml`` with the file's sha256 and the folder card's training record, training
-data and metrics (plus the quality-bar summary, if given). The YAML's other fields are kept.
+and rewrites ``zoo_configs/<variant>.yaml`` with the file's sha256 and an honest record of how the weights were
+made. The YAML's recipe (``training``) is kept, since ``facedeblur train <variant>`` trains from it; the record
+goes into ``training.stages`` (from LINEAGE's ``stages``: one entry per training stage, with its recipe, init,
+steps and wall time) and ``training.gate_calibration`` (from the folder card). ``training_data`` and ``license``
+come from LINEAGE (weights trained on research data are research weights). ``metrics`` are the quality-bar
+summaries given with ``--quality``: the folder card's own training-time validation is dropped, since a folder
+exported from a checkpoint (``--max-steps 0 --init``) records the export run, not the training.
 """
 from __future__ import annotations
 
@@ -26,9 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
     ap.add_argument("--variant", required=True)
+    ap.add_argument("--lineage", required=True,
+                    help="YAML with stages (list of mappings), training_data (str) and license (str)")
     ap.add_argument("--quality", action="append", default=[], help="JSON written by benchmarks/cfmd_quality.py")
-    ap.add_argument("--license", default=None)
     args = ap.parse_args(argv)
+    lineage = yaml.safe_load(Path(args.lineage).read_text())
+    missing = [k for k in ("stages", "training_data", "license") if not lineage.get(k)]
+    if missing or not isinstance(lineage["stages"], list):
+        raise SystemExit(f"{args.lineage}: needs a non-empty list 'stages' and strings 'training_data', 'license'"
+                         f" (missing or empty: {missing or ['stages (not a list)']})")
+    if not args.quality:
+        raise SystemExit("give at least one --quality JSON (benchmarks/cfmd_quality.py): the card's metrics")
 
     folder = Path(args.folder)
     src = folder / "model.safetensors"
@@ -45,17 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     sha = hashlib.sha256(dst.read_bytes()).hexdigest()
 
     zoo["weights"] = {"embedded": dst.name, "sha256": sha, "dtype": cfg.get("weights", {}).get("dtype", "float16")}
-    zoo["training"] = cfg.get("training", zoo.get("training", {}))
-    zoo["training_data"] = cfg.get("training_data") or zoo.get("training_data", "")
-    metrics = dict(cfg.get("metrics", {}))
-    for q in args.quality:
-        data = json.loads(Path(q).read_text())
-        metrics.setdefault("quality_bar", {})[Path(q).stem] = data["summary"]
-    zoo["metrics"] = metrics
-    if args.license:
-        zoo["license"] = args.license
+    training = dict(zoo.get("training", {}))
+    training["stages"] = lineage["stages"]
+    if "gate_calibration" in cfg.get("training", {}):
+        training["gate_calibration"] = cfg["training"]["gate_calibration"]
+    zoo["training"] = training
+    zoo["training_data"] = lineage["training_data"]
+    zoo["license"] = lineage["license"]
+    zoo["metrics"] = {"quality_bar": {Path(q).stem: json.loads(Path(q).read_text())["summary"] for q in args.quality}}
     header = f"# {args.variant}: zoo config (weights embedded by tools/embed_weights.py from {folder.name})\n"
-    text = header + yaml.safe_dump(zoo, sort_keys=False, allow_unicode=True, width=120)
+    text = header + yaml.safe_dump(zoo, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
     tmp = yaml_path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, yaml_path)

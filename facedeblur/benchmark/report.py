@@ -437,7 +437,7 @@ def _markdown(doc: dict[str, Any], plots: dict[str, list[str]], notes: dict[str,
     lines += ["## Methods", "", "| method | kind | status | weights / parameters | description |",
               "|---|---|---|---|---|"]
     for m in doc["methods"]:
-        w = m["weights"] + (f" (sha256 {m['weights_sha256'][:12]})" if m.get("weights_sha256") else "") \
+        w = m["weights"] + (f" (state sha256 {m['weights_sha256'][:12]})" if m.get("weights_sha256") else "") \
             if m["kind"] == "model" else m["key"]
         status = m["status"] if m["status"] == "ok" else f"**{m['status']}**: {m['reason']}"
         lines.append(f"| {m['name']} | {m['kind']} | {status} | {w} | {m['description']} |")

@@ -20,8 +20,9 @@ from .losses import LossWeights
 
 __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config"]
 
-# keys of a card's ``training`` section that describe a finished run, not the recipe
-_RECORD_KEYS = {"record", "notes"}
+# keys of a card's ``training`` section that describe finished runs, not the recipe: a run's record, the gate
+# calibration (facedeblur.train.calibrate) and the stages that made shipped weights (tools/embed_weights.py)
+_RECORD_KEYS = {"record", "notes", "gate_calibration", "stages"}
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
 DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise"}
 
