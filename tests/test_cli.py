@@ -131,9 +131,8 @@ def test_restore_bad_moments(face_png, tmp_path, capsys):
 def test_restore_without_weights(face_png, tmp_path, capsys):
     import facedeblur
 
-    if facedeblur.model_info("cfmd-gan").weights.available:
-        pytest.skip("cfmd-gan has trained weights now")
-    rc, _, err = run(["restore", str(face_png[0]), "-o", str(tmp_path / "out"), "--model", "cfmd-gan"], capsys)
+    assert not facedeblur.model_info("cfmd-gan.paper").pretrained  # no weights ship for the paper variant
+    rc, _, err = run(["restore", str(face_png[0]), "-o", str(tmp_path / "out"), "--model", "cfmd-gan.paper"], capsys)
     assert rc == 1
     assert_one_line_error(err)
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
@@ -224,11 +223,13 @@ def test_export_and_local_dir(tmp_path, capsys, lite_random_folder):
 def test_download_without_weights(capsys, tmp_path):
     import facedeblur
 
-    if facedeblur.model_info("cfmd-gan").weights.available:
-        pytest.skip("cfmd-gan has weights now; downloading may need the network")
-    rc, _, err = run(["download", "cfmd-gan", "--cache-dir", str(tmp_path)], capsys)
+    assert not facedeblur.model_info("cfmd-gan.paper").pretrained
+    rc, _, err = run(["download", "cfmd-gan.paper", "--cache-dir", str(tmp_path)], capsys)
     assert rc == 1
     assert_one_line_error(err)
+    if facedeblur.model_info("cfmd-gan").weights.embedded:  # embedded weights: nothing to fetch, said so, offline
+        rc, _, err = run(["download", "cfmd-gan", "--cache-dir", str(tmp_path)], capsys)
+        assert rc == 0 and "already local" in err and not any(tmp_path.iterdir())
 
 
 def test_train_help(capsys):
