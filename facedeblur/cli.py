@@ -149,8 +149,9 @@ def _card_text(card: Any) -> str:
     add("weights", _weights_text(card))
     add("license", card.license)
     add("training data", card.training_data)
-    records = ("stages", "gate_calibration", "record")
-    recipe = {k: v for k, v in card.training.items() if k not in records}
+    from .models._registry import TRAINING_RECORD_KEYS
+
+    recipe = {k: v for k, v in card.training.items() if k not in TRAINING_RECORD_KEYS}
     if recipe:
         add("recipe", json.dumps(recipe, default=str))
     for i, st in enumerate(card.training.get("stages", [])):

@@ -20,7 +20,7 @@ import yaml
 
 from ..errors import ModelNotFoundError
 
-__all__ = ["register_model", "ModelCard", "WeightsSpec", "InputContract", "Capabilities", "PaperRef",
+__all__ = ["register_model", "ModelCard", "TRAINING_RECORD_KEYS", "WeightsSpec", "InputContract", "Capabilities", "PaperRef",
            "ArchEntry", "get_arch", "list_archs", "list_models", "get_card", "parse_model_name", "TASKS"]
 
 TASKS = ("image", "image-continuous", "video", "pipeline")
@@ -121,6 +121,11 @@ class WeightsSpec:
     @property
     def available(self) -> bool:
         return bool(self.embedded or (self.hf_hub_id and self.revision))
+
+
+#: keys of a card's ``training`` section that record finished work, not the recipe: a run's record and notes, the
+#: gate calibration (facedeblur.train.calibrate) and the stages that made shipped weights (tools/embed_weights.py)
+TRAINING_RECORD_KEYS = frozenset({"record", "notes", "gate_calibration", "stages"})
 
 
 @dataclass(frozen=True)

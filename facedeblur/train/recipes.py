@@ -16,13 +16,11 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import FaceDeblurError
+from ..models._registry import TRAINING_RECORD_KEYS
 from .losses import LossWeights
 
 __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config"]
 
-# keys of a card's ``training`` section that describe finished runs, not the recipe: a run's record, the gate
-# calibration (facedeblur.train.calibrate) and the stages that made shipped weights (tools/embed_weights.py)
-_RECORD_KEYS = {"record", "notes", "gate_calibration", "stages"}
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
 DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise"}
 
@@ -136,7 +134,7 @@ def _check_optimizer(name: str, opt: Any) -> dict[str, Any]:
 
 def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] | None) -> Recipe:
     """Merge the card's training section with override ``layers`` (later wins) and validate it."""
-    data: dict[str, Any] = {k: v for k, v in dict(card_training or {}).items() if k not in _RECORD_KEYS}
+    data: dict[str, Any] = {k: v for k, v in dict(card_training or {}).items() if k not in TRAINING_RECORD_KEYS}
     for layer in layers:
         if layer:
             data = deep_merge(data, {k: v for k, v in layer.items() if v is not None or k in ("grad_clip", "ema")})
