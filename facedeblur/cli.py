@@ -156,7 +156,8 @@ def _card_text(card: Any) -> str:
         add("recipe", json.dumps(recipe, default=str))
     for i, st in enumerate(card.training.get("stages", [])):
         wall = f", {st['wall_time_s'] / 60:.0f} min" if st.get("wall_time_s") else ""
-        add("trained" if i == 0 else "", f"{st.get('name', '?')} ({st.get('steps', '?')} steps{wall}; {st.get('recipe', '')})")
+        add("trained" if i == 0 else "",
+            f"{st.get('name', '?')} ({st.get('steps', '?')} steps{wall}; {st.get('recipe', '')})")
     gate = card.training.get("gate_calibration")
     if gate:
         alphas = [a for row in gate.get("alphas", []) for a in (row if isinstance(row, list) else [row])]

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quality", action="append", default=[], help="JSON written by benchmarks/cfmd_quality.py")
     args = ap.parse_args(argv)
     lineage = yaml.safe_load(Path(args.lineage).read_text())
+    if not isinstance(lineage, dict):
+        raise SystemExit(f"{args.lineage}: expected a YAML mapping with stages, training_data and license")
     missing = [k for k in ("stages", "training_data", "license") if not lineage.get(k)]
     if missing or not isinstance(lineage["stages"], list):
         raise SystemExit(f"{args.lineage}: needs a non-empty list 'stages' and strings 'training_data', 'license'"

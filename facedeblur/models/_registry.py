@@ -20,8 +20,8 @@ import yaml
 
 from ..errors import ModelNotFoundError
 
-__all__ = ["register_model", "ModelCard", "TRAINING_RECORD_KEYS", "WeightsSpec", "InputContract", "Capabilities", "PaperRef",
-           "ArchEntry", "get_arch", "list_archs", "list_models", "get_card", "parse_model_name", "TASKS"]
+__all__ = ["register_model", "ModelCard", "TRAINING_RECORD_KEYS", "WeightsSpec", "InputContract", "Capabilities",
+           "PaperRef", "ArchEntry", "get_arch", "list_archs", "list_models", "get_card", "parse_model_name", "TASKS"]
 
 TASKS = ("image", "image-continuous", "video", "pipeline")
 
