@@ -149,7 +149,7 @@ def _card_text(card: Any) -> str:
     add("weights", _weights_text(card))
     add("license", card.license)
     add("training data", card.training_data)
-    from .models._registry import TRAINING_RECORD_KEYS
+    from .cards import TRAINING_RECORD_KEYS
 
     recipe = {k: v for k, v in card.training.items() if k not in TRAINING_RECORD_KEYS}
     if recipe:
@@ -526,23 +526,50 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:
-    from .weights.official import import_cfmd_gan_official
+    from .weights.official import get_importer
 
-    importers = {"cfmd-gan": lambda: import_cfmd_gan_official(args.pth, args.out_dir, variant=args.variant
-                                                              or "cfmd-gan.paper", overwrite=args.overwrite)}
-    print(importers[args.method]())
+    importer = get_importer(args.method)
+    print(importer.convert(args.pth, args.out_dir, variant=args.variant or importer.default_variant,
+                           overwrite=args.overwrite))
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- parser
 
 
-def _wants_train(argv: Sequence[str]) -> bool:
-    """Whether the command is ``train`` (the trainer, and its imports, load only then)."""
+def _command(argv: Sequence[str]) -> str | None:
+    """The sub-command of ``argv`` (its first non-option word), or None."""
     for a in argv:
         if not a.startswith("-"):
-            return a == "train"
-    return False
+            return a
+    return None
+
+
+def _wants_train(argv: Sequence[str]) -> bool:
+    """Whether the command is ``train`` (the trainer, and its imports, load only then)."""
+    return _command(argv) == "train"
+
+
+def _add_import_official(sub: Any, common: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """The ``import-official`` parser; its METHOD choices come from the importer registry, which (with torch) is
+    loaded only when that command runs."""
+    help_ = "convert the authors' released checkpoint"
+    if _command(argv) != "import-official":
+        sub.add_parser("import-official", help=help_ + " (see 'facedeblur import-official --help')")
+        return
+    from .weights.official import get_importer, list_importers
+
+    methods = list_importers()
+    defaults = ", ".join(f"{m}: {get_importer(m).default_variant}" for m in methods)
+    p = sub.add_parser("import-official", parents=[common], help=help_,
+                       description="Convert an official checkpoint (a .pth pickle, read with weights_only "
+                                   "loading) into a facedeblur safetensors folder.")
+    p.add_argument("method", choices=methods, metavar="METHOD", help=", ".join(methods))
+    p.add_argument("pth", metavar="PTH")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--variant", default=None, help=f"zoo variant the weights belong to (default {defaults})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder OUT_DIR")
+    p.set_defaults(func=cmd_import_official)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -630,15 +657,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import-official", parents=[common], help="convert the authors' released checkpoint",
-                       description="Convert an official checkpoint (a .pth pickle, read with weights_only "
-                                   "loading) into a facedeblur safetensors folder.")
-    p.add_argument("method", choices=("cfmd-gan",), metavar="METHOD", help="cfmd-gan")
-    p.add_argument("pth", metavar="PTH")
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--variant", default=None, help="zoo variant the weights belong to (default cfmd-gan.paper)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing folder OUT_DIR")
-    p.set_defaults(func=cmd_import_official)
+    _add_import_official(sub, common, argv)
 
     from .benchmark.cli import add_bench_parser  # argparse only; the benchmark loads when a bench command runs
 

@@ -187,6 +187,27 @@ def test_max_samples_and_split(media, tmp_path):
         D.BuildConfig(split="test")
 
 
+def test_kernel_set_draws_from_its_side_of_the_still_split(media, tmp_path):
+    from facedeblur.data.strong import still_is_val
+
+    stills = tmp_path / "stills"
+    img = cv2.imread(str(media["root"] / "faces" / "still_0.png"))
+    names = [f"s{i}.png" for i in range(30)]
+    assert {still_is_val(n) for n in names} == {True, False}  # both sides are populated, so the check can fail
+    stills.mkdir()
+    for n in names:
+        cv2.imwrite(str(stills / n), img)
+    src = D.find_sources(stills=stills)
+    base = {**CFG.to_dict(), "sets": ["kernel"], "kernel_count": 50, "stills_min_sharpness": 0.0}
+    sizes = {}
+    for split in ("val", "train", "all"):
+        got = D.build_kernel(src, D.BuildConfig.from_dict({**base, "split": split}), progress=False)
+        sizes[split] = len(got)
+        if split != "all":
+            assert got and all(still_is_val(Path(r["source"]["path"]).name) == (split == "val") for r in got)
+    assert sizes["val"] + sizes["train"] == sizes["all"] == 30
+
+
 # ------------------------------------------------------------------------------------------ VLA stop rules
 
 

@@ -273,8 +273,8 @@ def test_cli_bench_quality_and_compare(tmp_path, capsys):
     media = make_data(tmp_path / "data")
 
     def args(k: int, out: str) -> list[str]:
-        return ["bench", "quality", "--data", str(media["root"]), "--sets", "kernel,real", "--models", "none",
-                "--baselines", "blurry,unsharp", "--no-face-metrics", "--max-samples", str(k), "--face-size", "48",
+        return ["bench", "quality", "--data", str(media["root"]), "--sets", "kernel,real", "--split", "all",
+                "--models", "none", "--baselines", "blurry,unsharp", "--no-face-metrics", "--max-samples", str(k), "--face-size", "48",
                 "--stills-min-sharpness", "10", "--cache-dir",
                 str(tmp_path / "cache"), "-q", "--out", str(tmp_path / out)]
 

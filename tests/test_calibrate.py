@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import facedeblur
-from facedeblur.models.layers import ResidualGate
-from facedeblur.train.calibrate import calibrate_gate, calibration_samples, fit_gate, residual_stats
+from facedeblur.models.cfmd_gan import ResidualGate
+from facedeblur.train.methods.cfmd_gan_calibrate import calibrate_gate, calibration_samples, fit_gate, residual_stats
 
 
 def test_gate_identity_until_calibrated_and_interpolates():
@@ -174,7 +174,7 @@ def _astronaut(size: int = 128) -> torch.Tensor:
 
 
 def test_input_sharpness_falls_with_blur_and_ignores_contrast():
-    from facedeblur.models.layers import input_sharpness
+    from facedeblur.models.cfmd_gan import input_sharpness
 
     x = _astronaut()
     shifted = [torch.roll(x, k, dims=-1) for k in range(5)]
@@ -188,7 +188,7 @@ def test_input_sharpness_falls_with_blur_and_ignores_contrast():
 
 
 def test_gate_on_input_sharpness_depends_on_the_input_not_the_residual():
-    from facedeblur.models.layers import input_sharpness
+    from facedeblur.models.cfmd_gan import input_sharpness
 
     with pytest.raises(ValueError, match="input_sharpness"):
         ResidualGate(feature="sharpness")
@@ -234,7 +234,7 @@ def test_quantised_calibration_scores_the_8bit_output():
     samples = [{"blurry": x, "sharp": gt, "u": torch.tensor(0.5)}] * 32
     q = residual_stats(model, samples, progress=False)
     f = residual_stats(model, samples, progress=False, quantize=None)
-    from facedeblur.train.calibrate import ALPHA_GRID
+    from facedeblur.train.methods.cfmd_gan_calibrate import ALPHA_GRID
 
     assert q.shape == (32, 5 + len(ALPHA_GRID)) and f.shape == (32, 5)
     np.testing.assert_allclose(q[:, :5], f, rtol=1e-9)
@@ -253,3 +253,24 @@ def test_quantised_calibration_scores_the_8bit_output():
         residual_stats(model, samples, progress=False, quantize=0)
     with pytest.raises(ValueError, match="columns"):
         fit_gate(q[:, :7], num_knots=4)
+
+
+def test_old_import_paths_still_work():
+    """The gate moved to models.cfmd_gan and the calibration to train.methods.cfmd_gan_calibrate; the old paths
+    (used by commands in the docs and by benchmarks/) resolve to the same objects."""
+    import subprocess
+    import sys
+
+    from facedeblur.models import cfmd_gan, layers
+    from facedeblur.train import calibrate as shim
+    from facedeblur.train.methods import cfmd_gan_calibrate as new
+
+    for name in ("ResidualGate", "uncalibrated_state", "input_sharpness", "GATE_FEATURES"):
+        assert getattr(layers, name) is getattr(cfmd_gan, name)
+    with pytest.raises(AttributeError, match="no_such_block"):
+        layers.no_such_block  # noqa: B018
+    for name in shim.__all__:
+        assert getattr(shim, name) is getattr(new, name)
+    r = subprocess.run([sys.executable, "-m", "facedeblur.train.calibrate", "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "python -m facedeblur.train.calibrate" in r.stdout and "--max-samples" in r.stdout

@@ -612,11 +612,25 @@ def test_build_datasets(dataset, prepared, tmp_path):
     assert len(val1) == 1 and n_val > 1
     _, val2 = build_datasets(data, None, cache_dir=cache, prep=CFG, progress=False, recipe=recipe, max_val=1)
     assert val1.windows == val2.windows  # the seeded shuffle is reproducible
-    # stills under faces/utkface are picked up
+    # stills under faces/utkface are picked up: the training side of the still split only
+    from facedeblur.data.engine import _find_stills
+    from facedeblur.data.strong import InterleavedSet, MixedTrainSet, split_stills
+
     _green_stills(data / "faces" / "utkface")
     train_s, _ = build_datasets(data, None, cache_dir=cache, prep=CFG, progress=False,
                                 recipe={**recipe, "stills_fraction": 1.0})
-    assert train_s.stills is not None and len(train_s.stills.paths) == 2 and train_s.stills_fraction == 1.0
+    side, held = split_stills(_find_stills(data), seed=CFG.seed, val_percent=CFG.val_percent)
+    assert train_s.stills is not None and train_s.stills.paths == side and train_s.stills_fraction == 1.0
+    assert set(side).isdisjoint(held)
+    # the strong-blur engine: a mix of synthetic and window samples, validation interleaved
+    mix, val_m = build_datasets(data, None, cache_dir=cache, prep=CFG, progress=False,
+                                recipe={**recipe, "synth_fraction": 0.5, "synth_val_count": 3,
+                                        "synth": {"extent": [2.0, 4.0]}})
+    assert isinstance(mix, MixedTrainSet) and isinstance(val_m, InterleavedSet) and mix.kind == "moments"
+    assert mix.summary["synth_fraction"] == 0.5 and sum(mix.summary["severity_histogram"]["bins"].values()) == 300
+    assert val_m.source(0) == "synth" and val_m.source(1) == "video" and len(val_m) == 3 + n_val
+    torch.manual_seed(0)
+    assert mix[0]["sharp"].shape == (3, 32, 32)
 
 
 def test_pick_frame_centre_fraction():

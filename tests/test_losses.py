@@ -1,4 +1,4 @@
-"""CFMD-GAN losses (paper §4.3, Eq. 11-18)."""
+"""Generic training losses and CFMD-GAN's (paper §4.3, Eq. 11-18; facedeblur.train.methods.cfmd_gan)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facedeblur.train.losses import (LossWeights, build_perceptual, charbonnier, discriminator_loss, generator_loss,
-                                     gt_pyramid, multiscale_charbonnier)
+from facedeblur.train.losses import (LossWeights, adversarial_bce, build_perceptual, charbonnier, gt_pyramid,
+                                     multiscale_charbonnier)
+from facedeblur.train.methods.cfmd_gan import discriminator_loss, generator_loss
 
 LN2 = math.log(2.0)
 
@@ -167,3 +168,12 @@ def test_psnr_loss_is_minus_mean_per_sample_psnr():
     total, parts = generator_loss(outs, tgt, weights=LossWeights(psnr=0.5))
     assert set(parts) == {"g_pix", "g_psnr", "g_total"}
     assert total.item() == pytest.approx(base.item() + 0.5 * psnr_loss(outs[-1], tgt).item(), rel=1e-5)
+
+
+def test_adversarial_bce_against_the_formula():
+    logits = torch.tensor([[-2.0, 0.0], [1.5, 3.0]])
+    p = torch.sigmoid(logits)
+    assert adversarial_bce(logits, True).item() == pytest.approx((-torch.log(p)).mean().item(), rel=1e-6)
+    assert adversarial_bce(logits, False).item() == pytest.approx((-torch.log(1 - p)).mean().item(), rel=1e-6)
+    assert adversarial_bce(torch.zeros(3), True).item() == pytest.approx(LN2, rel=1e-6)
+    assert adversarial_bce(logits.half(), True).dtype == torch.float32

@@ -278,3 +278,36 @@ def test_reader_rejects_legacy_and_truncated_files(tmp_path):
     corrupt.write_bytes(bytes(data))
     with pytest.raises(WeightsIntegrityError, match="truncated or corrupt"):
         read_torch_zip_checkpoint(corrupt)
+
+
+def test_importer_registry_drives_the_cli(official_pth, tmp_path, capsys, monkeypatch):
+    """Importers are registered per method; `facedeblur import-official` offers exactly the registered ones and
+    calls the registered converter with its default variant."""
+    from facedeblur.cli import main
+    from facedeblur.errors import WeightsNotAvailableError
+    from facedeblur.weights import official
+
+    assert official.list_importers() == ["cfmd-gan"]
+    imp = official.get_importer("cfmd-gan")
+    assert imp.convert is import_cfmd_gan_official and imp.architecture == "cfmd_gan"
+    assert imp.default_variant == "cfmd-gan.paper" and imp.source == official.OFFICIAL_REPO
+    with pytest.raises(WeightsNotAvailableError, match="importable: cfmd-gan"):
+        official.get_importer("dfpgnet")
+    with pytest.raises(ValueError, match="registered twice"):
+        official.register_importer("cfmd-gan", architecture="cfmd_gan", default_variant="x")(lambda *a, **k: None)
+    calls = []
+
+    def fake(pth, out_dir, variant="toy.base", *, overwrite=False):
+        calls.append((pth, out_dir, variant, overwrite))
+        return pathlib.Path(out_dir)
+
+    monkeypatch.setattr(official, "_IMPORTERS", dict(official._IMPORTERS))  # the real registry stays as it is
+    official.register_importer("toy", architecture="toy_arch", default_variant="toy.base")(fake)
+    assert official.list_importers() == ["cfmd-gan", "toy"]
+    assert main(["import-official", "toy", "x.pth", str(tmp_path / "o"), "--overwrite"]) == 0
+    assert calls == [("x.pth", str(tmp_path / "o"), "toy.base", True)]
+    with pytest.raises(SystemExit):
+        main(["import-official", "--help"])
+    assert "cfmd-gan, toy" in capsys.readouterr().out
+    assert main(["import-official", "cfmd-gan", str(official_pth), str(tmp_path / "real")]) == 0
+    assert (tmp_path / "real" / "config.json").is_file()

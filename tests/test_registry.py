@@ -8,7 +8,9 @@ import torch
 
 import facedeblur
 from facedeblur import ModelCard, ModelNotFoundError
-from facedeblur.models import TASKS, _registry, get_arch, list_archs, parse_model_name, register_model
+from facedeblur.models import (TASKS, InferenceAdapter, _registry, adapter_for, card_from_dict, default_adapter,
+                               get_arch, list_archs, parse_model_name, register_model, registry_scope,
+                               unregister_model)
 
 ALL = facedeblur.list_models()
 
@@ -213,7 +215,27 @@ def test_zoo_config_with_unknown_nested_key_is_rejected(section: str) -> None:
 def test_card_without_task_takes_the_architecture_task() -> None:
     data = _paper_config()
     data.pop("task")
-    assert ModelCard.from_dict(data).task == get_arch("cfmd_gan").task
+    assert card_from_dict(data).task == get_arch("cfmd_gan").task
+    assert ModelCard.from_dict(data, task_of=lambda arch: "video").task == "video"
+    with pytest.raises(ValueError, match="no 'task'.*card_from_dict"):
+        ModelCard.from_dict(data)  # facedeblur.cards knows no registry: the task must come from somewhere
+
+
+def test_cards_module_is_low_level() -> None:
+    """facedeblur.cards imports nothing from facedeblur.models or facedeblur.weights (no import circle), and the
+    registry re-exports its types."""
+    import ast
+    import inspect
+
+    from facedeblur import cards
+
+    tree = ast.parse(inspect.getsource(cards))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "models" in m or "weights" in m or m.startswith("torch")], imported
+    for name in ("ModelCard", "WeightsSpec", "InputContract", "Capabilities", "PaperRef", "TRAINING_RECORD_KEYS"):
+        assert getattr(_registry, name) is getattr(cards, name)
+    assert facedeblur.ModelCard is cards.ModelCard
 
 
 def test_unknown_architecture() -> None:
@@ -240,3 +262,54 @@ def test_cards_are_frozen() -> None:
     card = facedeblur.model_info("cfmd-gan.lite")
     with pytest.raises(dataclasses.FrozenInstanceError):
         card.name = "other"  # type: ignore[misc]
+
+
+def test_adapters_by_task_and_registration() -> None:
+    """The adapter says how a network is called and which output is the image; CFMD-GAN registers its own."""
+    x, u = torch.rand(2, 3, 8, 8), torch.tensor([0.2, 0.8])
+
+    def plain(t):
+        return t * 2
+
+    def controlled(t, uu):
+        return [t[..., ::2, ::2], t * uu.view(-1, 1, 1, 1)]
+
+    image, cont = default_adapter("image"), default_adapter("image-continuous")
+    assert not image.control and cont.control and not cont.multiscale
+    assert torch.equal(image(plain, x), x * 2)
+    multi = InferenceAdapter(control=True, multiscale=True)
+    assert torch.equal(multi(controlled, x, u), x * u.view(-1, 1, 1, 1))
+    assert torch.equal(multi.final(x), x)  # a single tensor counts as one scale
+    with pytest.raises(TypeError, match="adapter expects a tensor"):
+        image(lambda t: [t], x)  # a list from a single-output network is a registration mistake, not guessed
+    with pytest.raises(facedeblur.CapabilityError, match="control factor u"):
+        multi(controlled, x)
+    assert torch.equal(multi.controls({"u": [0.2, 0.8]}), u) and image.controls({"u": u}) is None
+    with pytest.raises(facedeblur.DataError, match="no 'u'"):
+        multi.controls({"blurry": x})
+    cfmd = get_arch("cfmd_gan").adapter
+    assert cfmd.control and cfmd.multiscale
+    card = facedeblur.model_info("cfmd-gan.lite")
+    assert adapter_for(card) is cfmd
+    # a card that describes a stand-in network of another task: one output, u as its capabilities say
+    assert adapter_for(dataclasses.replace(card, task="video")) == InferenceAdapter(control=True)
+    no_u = dataclasses.replace(card.capabilities, continuous_u=False, default_u=None)
+    assert adapter_for(dataclasses.replace(card, task="image", capabilities=no_u)) == default_adapter("image")
+    with pytest.raises(ValueError, match="task must be one of"):
+        default_adapter("segmentation")
+
+
+def test_registry_scope_and_unregister_clean_up() -> None:
+    before = list_archs()
+    with registry_scope():
+        @register_model("scoped_arch", task="image", adapter=InferenceAdapter(multiscale=True))
+        def scoped_arch() -> torch.nn.Module:
+            return torch.nn.Identity()
+
+        assert get_arch("scoped_arch").adapter.multiscale and "scoped_arch" in list_archs()
+        assert unregister_model("scoped_arch").builder is scoped_arch
+        assert unregister_model("scoped_arch") is None
+        register_model("scoped_arch", task="image")(scoped_arch)
+    assert list_archs() == before and "cfmd_gan" in before
+    with pytest.raises(TypeError, match="InferenceAdapter"):
+        register_model("bad_adapter", task="image", adapter=lambda m, x: m(x))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from torch import nn
 
 import facedeblur
 from facedeblur import CapabilityError, Deblurrer, InputError, WeightsNotAvailableError
-from facedeblur.models import get_card
+from facedeblur.models import InferenceAdapter, get_card
 from facedeblur.restore.device import (BFloat16PerformanceWarning, DeviceError, cpu_has_native_bf16, resolve_device,
                                        resolve_dtype)
 
@@ -52,6 +52,10 @@ class ZeroThirdChannel(nn.Module):
         y = x * self.w
         y = torch.cat([y[:, :2], torch.zeros_like(y[:, 2:])], 1)
         return [y[:, :, ::2, ::2], y]  # multi-scale outputs: the last one is used
+
+
+#: the adapter of a single-image network with multi-scale outputs (the last one is the image)
+MULTISCALE = InferenceAdapter(multiscale=True)
 
 
 class UBrighten(nn.Module):
@@ -160,7 +164,7 @@ def test_gray_2d_and_hw1(rgb_u8):
 def test_rgba_alpha_kept_unchanged(rgb_u8):
     alpha = np.random.default_rng(3).integers(0, 256, rgb_u8.shape[:2], dtype=np.uint8)
     rgba = np.dstack([rgb_u8, alpha])
-    out = Deblurrer(ZeroThirdChannel(), card_with()).restore(rgba)
+    out = Deblurrer(ZeroThirdChannel(), card_with(), adapter=MULTISCALE).restore(rgba)
     assert out.shape == rgba.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out[..., 3], alpha)
     np.testing.assert_array_equal(out[..., :2], rgb_u8[..., :2])
@@ -193,7 +197,7 @@ def test_float_out_of_range_or_nonfinite(bad, word):
 
 def test_bgr_input(rgb_u8):
     bgr = rgb_u8[..., ::-1].copy()
-    d = Deblurrer(ZeroThirdChannel(), card_with())  # zeroes blue
+    d = Deblurrer(ZeroThirdChannel(), card_with(), adapter=MULTISCALE)  # zeroes blue
     out = d.restore(bgr, channel_order="bgr")
     assert not out[..., 0].any()  # blue is channel 0 of a BGR array
     np.testing.assert_array_equal(out[..., 1:], bgr[..., 1:])
@@ -204,7 +208,7 @@ def test_bgr_input(rgb_u8):
 
 
 def test_bgr_model_contract(rgb_u8):
-    out = Deblurrer(ZeroThirdChannel(), card_with(order="bgr")).restore(rgb_u8)  # the model sees BGR: zeroes red
+    out = Deblurrer(ZeroThirdChannel(), card_with(order="bgr"), adapter=MULTISCALE).restore(rgb_u8)  # the model sees BGR: zeroes red
     assert not out[..., 0].any()
     np.testing.assert_array_equal(out[..., 1:], rgb_u8[..., 1:])
 
@@ -378,7 +382,7 @@ def test_tensor_round_trip(shape, dtype):
 
 def test_tensor_alpha_and_bgr():
     t = torch.rand(4, 16, 16)
-    out = Deblurrer(ZeroThirdChannel(), card_with()).restore(t, channel_order="bgr")
+    out = Deblurrer(ZeroThirdChannel(), card_with(), adapter=MULTISCALE).restore(t, channel_order="bgr")
     assert torch.equal(out[3], t[3])
     assert not out[0].any() and torch.equal(out[1:3], t[1:3])
 
@@ -673,3 +677,23 @@ def test_write_image_is_atomic_and_world_readable(tmp_path):
     out = write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_deblurrer_calls_the_network_through_its_adapter():
+    """The card's adapter decides how the network is called: u or not, and which output is the image."""
+    a = np.full((8, 8, 3), 0.4, np.float32)
+    from facedeblur.models import get_arch
+
+    assert u_model().adapter is get_arch("cfmd_gan").adapter  # the card's architecture, same task: its adapter
+    assert identity().adapter == InferenceAdapter()  # a card of another task: that task's default (no u)
+    with pytest.raises(TypeError, match="adapter expects a tensor"):
+        Deblurrer(ZeroThirdChannel(), card_with()).restore(a)  # multi-scale outputs need a multi-scale adapter
+
+    class Second(InferenceAdapter):
+        def final(self, outputs):
+            return outputs[1] * 0 + 0.25  # a custom convention: the adapter, not the Deblurrer, picks the image
+
+    out = Deblurrer(ZeroThirdChannel(), card_with(), adapter=Second()).restore(a)
+    np.testing.assert_allclose(out, 0.25)
+    with pytest.raises(TypeError, match="InferenceAdapter"):
+        Deblurrer(ZeroThirdChannel(), card_with(), adapter=lambda m, x, u: m(x))

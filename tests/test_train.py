@@ -18,6 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch.utils.data import Dataset
 
 from facedeblur.errors import DataError
+from facedeblur.models import InferenceAdapter
 from facedeblur.train.checkpoint import (CheckpointError, flatten_state, load_state, rng_state, save_state,
                                          set_rng_state, unflatten_state)
 from facedeblur.train.recipes import RecipeError, resolve_recipe
@@ -91,7 +92,8 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 def test_one_gan_step_changes_g_and_d(tmp_path, data):
     tr = _trainer(tmp_path, data)
-    assert tr.gan and tr.d is not None and tr.continuous
+    assert tr.gan and tr.d is not None and tr.adapter.control and tr.adapter.multiscale
+    assert tr.method.sample_kind == "moments"
     g0 = {k: v.clone() for k, v in tr.g.state_dict().items()}
     d0 = {k: v.clone() for k, v in tr.d.state_dict().items()}
     batch = torch.utils.data.default_collate([data[0][0], data[0][7]])
@@ -317,6 +319,14 @@ def test_summary_table_by_severity_bins():
     assert empty["bins"]["28-32"]["n"] == 0 and empty["worst_bin"] == "<28"
 
 
+class _PlusOffset(InferenceAdapter):
+    """An adapter whose "network" returns the input plus 0.4 grey levels (u checked to be passed)."""
+
+    def forward(self, model, x, u=None):
+        assert u is not None and u.shape == (x.shape[0],)
+        return [x + 0.4 / 255]
+
+
 def test_trainer_validation_uses_blurry_and_output(tmp_path, data):
     tr = _trainer(tmp_path, data)
     table = tr.validate()
@@ -327,7 +337,7 @@ def test_trainer_validation_uses_blurry_and_output(tmp_path, data):
     assert table["psnr_blurry"] == pytest.approx(expected_blurry, abs=1e-6)
     assert table["psnr"] != pytest.approx(table["psnr_blurry"], abs=1e-3)  # the output is not the input
     # outputs are scored as the 8-bit images users get: a sub-grey-level change is rounded as it will be
-    tr._gen = lambda model, b, u: [b + 0.4 / 255]
+    tr.adapter = _PlusOffset(control=True, multiscale=True)
     rounded = tr.validate()
     outs = [np.round(np.clip(val[i]["blurry"].numpy() + 0.4 / 255, 0, 1) * 255) / 255 for i in range(len(val))]
     expected = np.mean([peak_signal_noise_ratio(val[i]["sharp"].numpy(), outs[i], data_range=1)

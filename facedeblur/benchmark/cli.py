@@ -167,8 +167,9 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                                                 "source; naming sets makes a missing source an error)")
     q.add_argument("--max-samples", type=_pos_int, default=None, metavar="K", help="at most K samples per set")
     q.add_argument("--split", choices=("val", "train", "all"), default=None,
-                   help="identities of the video sets: the data engine's validation split (default), train, or all "
-                        "(a held-out test folder)")
+                   help="the data engine's split the sets draw from: validation (default) or train identities of "
+                        "the videos and the matching side of the still split (kernel set), or all (a held-out test "
+                        "folder)")
     q.add_argument("--gt", choices=("centre", "fmr-middle"), default=None,
                    help="ground truth of the averaged windows: temporal centre frame (default) or FMR-middle frame")
     q.add_argument("--seed", type=int, default=None, help="seed of the set builders (default 0)")

@@ -569,11 +569,20 @@ def _files(root: Path, exts: tuple[str, ...]) -> list[Path]:
 def build_kernel(sources: Sources, cfg: BuildConfig, progress: bool = True) -> list[dict[str, Any]]:
     """The ``kernel`` samples: stills in a seeded order whose Laplacian variance (after resizing to the face
     size) is >= ``stills_min_sharpness``, each blurred with a new random kernel; sizes cycle through
-    ``kernel_sizes``. ``kernel_count`` samples (or ``max_samples`` if smaller)."""
+    ``kernel_sizes``. ``kernel_count`` samples (or ``max_samples`` if smaller).
+
+    ``split`` "val" / "train" keeps the stills of that side of the data engine's still split
+    (:func:`facedeblur.data.strong.still_is_val`, by file name), so models trained by ``facedeblur train`` on
+    the train side are scored on stills they never saw; "all" keeps every still (a held-out test folder)."""
     from tqdm.auto import tqdm
+
+    from ..data.strong import still_is_val
 
     assert sources.stills is not None
     paths = _files(sources.stills, IMAGE_EXTS)
+    if cfg.split != "all":
+        prep = cfg.prep()
+        paths = [p for p in paths if still_is_val(p.name, prep.seed, prep.val_percent) == (cfg.split == "val")]
     if not paths:
         raise DataError(f"no still images ({', '.join(IMAGE_EXTS)}) under {sources.stills}")
     count = min(cfg.kernel_count, cfg.max_samples or cfg.kernel_count)

@@ -432,7 +432,7 @@ def _find_stills(data_dir: Path, min_sharpness: float = 100.0) -> list[Path]:
 
 def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cache_dir: str | Path | None = None,
                    progress: bool = True, prep: PrepConfig | None = None, max_val: int | None = None,
-                   recipe: dict[str, Any] | None = None) -> tuple[WindowTrainSet, WindowValSet]:
+                   recipe: dict[str, Any] | None = None) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """(train, val) datasets for ``card``'s training recipe from a folder of videos (and ``faces/`` stills).
 
     Items are dicts {"blurry", "sharp": float [3,H,W] in [0,1], "u": scalar, "severity": blurry-input PSNR (dB)}.
@@ -447,14 +447,44 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     val_w = [w for w in windows if w["split"] == "val"]
     # a seeded shuffle, so that "the first K validation items" is a fair sample across identities
     val_w = [val_w[i] for i in np.random.default_rng(seed).permutation(len(val_w))][:max_val]
-    stills = _find_stills(data_dir)
-    stills_src = StillsSource(stills) if stills else None
-    train = WindowTrainSet(root, train_w, crop=int(training.get("crop", 256)),
-                           scale_range=tuple(training.get("scale_aug", (1.0, 1.5))),
-                           epoch_samples=int(training.get("epoch_samples", 12000)),
-                           identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
-                           stills_fraction=float(training.get("stills_fraction", 0.3)),
-                           centre_fraction=float(training.get("centre_fraction", 0.0)),
-                           static_fraction=float(training.get("static_fraction", 0.0)),
-                           static_noise=tuple(training.get("static_noise", (0.3, 1.2))))
-    return train, WindowValSet(root, val_w)
+    from .strong import split_stills
+
+    # stills are split by file name (UTKFace has no identity labels); the kernel benchmark draws from the val side
+    train_stills, val_stills = split_stills(_find_stills(data_dir), seed=prep.seed, val_percent=prep.val_percent)
+    crop = int(training.get("crop", 256))
+    scale_aug = tuple(training.get("scale_aug", (1.0, 1.5)))
+    epoch_samples = int(training.get("epoch_samples", 12000))
+    synth_fraction = float(training.get("synth_fraction", 0.0))
+    stills_src = StillsSource(train_stills) if train_stills and synth_fraction == 0 else None
+    windows_train = WindowTrainSet(root, train_w, crop=crop, scale_range=scale_aug, epoch_samples=epoch_samples,
+                                   identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
+                                   stills_fraction=float(training.get("stills_fraction", 0.3)),
+                                   centre_fraction=float(training.get("centre_fraction", 0.0)),
+                                   static_fraction=float(training.get("static_fraction", 0.0)),
+                                   static_noise=tuple(training.get("static_noise", (0.3, 1.2))))
+    windows_val = WindowValSet(root, val_w)
+    if synth_fraction == 0:
+        return windows_train, windows_val
+    from .strong import InterleavedSet, MixedTrainSet, SharpPool, SynthTrainSet, SynthValSet
+    from .synth import SynthConfig, format_histogram, severity_histogram
+
+    try:
+        cfg = SynthConfig.from_mapping({"face_size": prep.face_size, **dict(training.get("synth") or {})})
+    except Exception as exc:
+        raise DataError(f"training recipe 'synth': {exc}") from None
+    frames = float(training.get("synth_frames", 0.4))
+    pool = SharpPool(train_stills, root, train_w, face_size=prep.face_size, frame_fraction=frames)
+    val_pool = SharpPool(val_stills, root, [w for w in windows if w["split"] == "val"], face_size=prep.face_size,
+                         frame_fraction=frames)
+    hist = severity_histogram(pool.sample_images(64, seed), cfg, samples=300, seed=seed)
+    # printed whatever ``progress`` says: the schedule a run trains on belongs in its console log
+    print(f"[facedeblur data] strong-blur engine: {len(train_stills)} training stills, {len(train_w)} training "
+          f"windows ({frames:.0%} of sharp faces are video frames); {synth_fraction:.0%} of samples synthetic, "
+          f"the rest video windows")
+    print(format_histogram(hist))
+    synth = SynthTrainSet(pool, cfg, crop=crop, scale_range=scale_aug, epoch_samples=epoch_samples)
+    train = MixedTrainSet([(synth, synth_fraction), (windows_train, 1.0 - synth_fraction)], epoch_samples)
+    train.summary = {"synth_fraction": synth_fraction, "synth_frames": frames, "train_stills": len(train_stills),
+                     "train_windows": len(train_w), "val_stills": len(val_stills), "severity_histogram": hist}
+    val_synth = SynthValSet(val_pool, cfg, int(training.get("synth_val_count", 200)), seed=seed)
+    return train, InterleavedSet([val_synth, windows_val], ["synth", "video"])

@@ -1,64 +1,173 @@
 """Model registry: architectures register a builder with a decorator; variants are zoo configs.
 
 * An **architecture** (``cfmd_gan``) is a builder function in one model file, registered with
-  :func:`register_model`. Model files are imported explicitly by ``facedeblur.models`` (no scanning).
+  :func:`register_model` together with its :class:`InferenceAdapter` (how the network is called and which of
+  its outputs is the restored image). Model files are imported explicitly by ``facedeblur.models`` (no scanning).
 * A **variant** (``cfmd-gan.paper``, ``cfmd-gan.lite``) is one YAML file in ``zoo_configs/``: architecture
   kwargs, input contract, capabilities, weights source, licence, training record, metrics. It is read
-  lazily, when a name is asked for, into a :class:`ModelCard`.
+  lazily, when a name is asked for, into a :class:`~facedeblur.cards.ModelCard`.
 * A **family** (``cfmd-gan``) resolves to its variant marked ``default: true``.
 * Sources outside the zoo use timm's grammar: ``hf-hub:org/repo[@revision]`` and ``local-dir:PATH``.
+
+The card types live in :mod:`facedeblur.cards` and are re-exported here for existing imports.
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import yaml
 
-from ..errors import ModelNotFoundError
+from ..cards import TRAINING_RECORD_KEYS, Capabilities, InputContract, ModelCard, PaperRef, WeightsSpec
+from ..errors import CapabilityError, DataError, ModelNotFoundError
 
-__all__ = ["register_model", "ModelCard", "TRAINING_RECORD_KEYS", "WeightsSpec", "InputContract", "Capabilities",
-           "PaperRef", "ArchEntry", "get_arch", "list_archs", "list_models", "get_card", "parse_model_name", "TASKS"]
+if TYPE_CHECKING:  # annotations only: torch loads when a network is called
+    import torch
+    from torch import nn
+
+__all__ = ["register_model", "unregister_model", "registry_scope", "ModelCard", "TRAINING_RECORD_KEYS",
+           "WeightsSpec", "InputContract", "Capabilities", "PaperRef", "ArchEntry", "InferenceAdapter",
+           "default_adapter", "adapter_for", "get_arch", "list_archs", "list_models", "get_card", "card_from_dict",
+           "parse_model_name", "TASKS"]
 
 TASKS = ("image", "image-continuous", "video", "pipeline")
 
 
+# ----------------------------------------------------------------------------------------------- adapters
+
+
+@dataclass(frozen=True)
+class InferenceAdapter:
+    """How a network is called and which of its outputs is the restored full-resolution image.
+
+    ``control``: the network takes the continuous control factor, ``model(x, u)`` with ``u`` (N,) float32
+    (task ``image-continuous``); otherwise ``model(x)``. ``x`` is (N, 3, H, W), or (N, T, 3, H, W) for
+    multi-frame networks (task ``video``: the frames of a window). ``multiscale``: the network returns its outputs
+    coarse to fine (MIMO-UNet style) and the last one is the full-resolution image; a single tensor counts as one
+    scale. Subclass it (override :meth:`forward` / :meth:`final`) for other calling conventions.
+
+    The :class:`~facedeblur.restore.Deblurrer`, the trainer's validation and post-training calibrations all call
+    networks through this, so a method's calling convention is written once.
+    """
+
+    control: bool = False
+    multiscale: bool = False
+
+    def controls(self, batch: Any, device: Any = None) -> "torch.Tensor | None":
+        """The control input of a batch of samples (their ``u`` as (N,) float32 on ``device``), or None."""
+        if not self.control:
+            return None
+        try:
+            u = batch["u"]
+        except (KeyError, TypeError):
+            raise DataError("this network takes a control factor u, but the samples have no 'u'; train and "
+                            "validate it on 'moments' samples (blurry, sharp, u)") from None
+        import torch
+
+        u = torch.as_tensor(u)
+        return (u.to(torch.float32) if device is None else u.to(device, torch.float32)).reshape(-1)
+
+    def forward(self, model: "nn.Module", x: "torch.Tensor", u: "torch.Tensor | None" = None) -> Any:
+        """The network's raw outputs for input ``x`` (and control ``u`` when :attr:`control`)."""
+        if self.control:
+            if u is None:
+                raise CapabilityError("this network needs its control factor u (a (N,) tensor in [0, 1])")
+            return model(x, u)
+        return model(x)
+
+    def final(self, outputs: Any) -> "torch.Tensor":
+        """The full-resolution image among the raw ``outputs`` of :meth:`forward`."""
+        import torch
+
+        if self.multiscale and isinstance(outputs, (list, tuple)) and outputs:
+            outputs = outputs[-1]
+        if not isinstance(outputs, torch.Tensor):
+            kind = "a tensor or a list of tensors (coarse to fine)" if self.multiscale else "a tensor"
+            raise TypeError(f"the network returned {type(outputs).__name__}; its adapter expects {kind}. Register "
+                            f"the architecture with the adapter that matches its forward (register_model(..., "
+                            f"adapter=...))")
+        return outputs
+
+    def __call__(self, model: "nn.Module", x: "torch.Tensor", u: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """The restored full-resolution image ``final(forward(model, x, u))``."""
+        return self.final(self.forward(model, x, u))
+
+
+def default_adapter(task: str) -> InferenceAdapter:
+    """The adapter of a task: ``model(x, u)`` for ``image-continuous``, ``model(x)`` otherwise; one output."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    return InferenceAdapter(control=task == "image-continuous")
+
+
+# ----------------------------------------------------------------------------------------------- architectures
+
+
 @dataclass(frozen=True)
 class ArchEntry:
-    """A registered architecture: its builder (the inference network) and optional training parts."""
+    """A registered architecture: its builder (the inference network), task, adapter and optional training parts."""
 
     name: str
     builder: Callable[..., Any]
     task: str
     discriminator: str | None = None
+    adapter: InferenceAdapter = field(default_factory=InferenceAdapter)
 
 
 _ARCHS: dict[str, ArchEntry] = {}
 
 
-def register_model(name: str, *, task: str, discriminator: str | None = None) -> Callable:
+def register_model(name: str, *, task: str, discriminator: str | None = None,
+                   adapter: InferenceAdapter | None = None) -> Callable:
     """Decorator registering ``fn(**arch_kwargs) -> nn.Module`` as architecture ``name``.
 
     ``task`` is one of :data:`TASKS`: single image, single image with continuous control ``u``,
-    multi-frame video, or a two-stage pipeline. ``discriminator`` names a builder in the same module
-    used by the trainer only.
+    multi-frame video, or a two-stage pipeline. ``adapter`` says how the network is called and which output is the
+    image (default: :func:`default_adapter` of the task). ``discriminator`` names a builder in the same module,
+    used only by the default training wrapper (:class:`facedeblur.train.methods.TrainingMethod`).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    if adapter is not None and not isinstance(adapter, InferenceAdapter):
+        raise TypeError(f"adapter must be an InferenceAdapter, not {type(adapter).__name__}")
+    entry_adapter = adapter if adapter is not None else default_adapter(task)
 
     def deco(fn: Callable) -> Callable:
         if name in _ARCHS and _ARCHS[name].builder is not fn:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _ARCHS[name] = ArchEntry(name, fn, task, discriminator)
+        _ARCHS[name] = ArchEntry(name, fn, task, discriminator, entry_adapter)
         return fn
 
     return deco
 
 
+def unregister_model(name: str) -> ArchEntry | None:
+    """Remove architecture ``name`` from the registry (tests); returns its entry, or None if it was not there."""
+    return _ARCHS.pop(name, None)
+
+
+@contextmanager
+def registry_scope() -> Iterator[None]:
+    """Architectures registered inside the block are removed at its end, and replaced ones restored (tests).
+
+    The zoo's model files are loaded first, so the block does not capture (and then drop) their registrations.
+    """
+    from . import _ensure_loaded
+
+    _ensure_loaded()
+    saved = dict(_ARCHS)
+    try:
+        yield
+    finally:
+        _ARCHS.clear()
+        _ARCHS.update(saved)
+
+
 def get_arch(name: str) -> ArchEntry:
+    """The registered architecture ``name`` (:class:`ModelNotFoundError` listing the registered ones)."""
     from . import _ensure_loaded  # model files register on import
 
     _ensure_loaded()
@@ -75,114 +184,28 @@ def list_archs() -> list[str]:
     return sorted(_ARCHS)
 
 
+def adapter_for(card: ModelCard) -> InferenceAdapter:
+    """The adapter a card's network is called with.
+
+    The registered adapter of the card's architecture when the card has that architecture's task. Otherwise (a
+    card describing a stand-in network with another task, as tests and benchmarks build) a single-output adapter
+    that passes ``u`` when the card's capabilities say ``continuous_u``.
+    """
+    try:
+        arch = get_arch(card.architecture)
+    except ModelNotFoundError:
+        arch = None
+    if arch is not None and arch.task == card.task:
+        return arch.adapter
+    return InferenceAdapter(control=bool(card.capabilities.continuous_u))
+
+
 # ----------------------------------------------------------------------------------------------- cards
 
 
-@dataclass(frozen=True)
-class PaperRef:
-    title: str = ""
-    authors: str = ""
-    venue: str = ""
-    arxiv: str = ""
-    url: str = ""
-
-
-@dataclass(frozen=True)
-class InputContract:
-    """What the network expects: value range, colour order, face crop and size, pad multiple."""
-
-    value_range: tuple[float, float] = (0.0, 1.0)
-    channel_order: str = "rgb"
-    face_size: int = 256
-    face_crop: str = ""
-    pad_multiple: int = 1
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    continuous_u: bool = False
-    default_u: float | None = None
-    frame_window: int = 1
-    aligned_face_input: bool = True
-    dtypes: tuple[str, ...] = ("float32",)
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    """Where trained weights live. ``embedded`` is a file inside ``facedeblur/weights/embedded``."""
-
-    embedded: str | None = None
-    hf_hub_id: str | None = None
-    revision: str | None = None
-    filename: str = "model.safetensors"
-    sha256: str | None = None
-    dtype: str | None = None
-
-    @property
-    def available(self) -> bool:
-        return bool(self.embedded or (self.hf_hub_id and self.revision))
-
-
-#: keys of a card's ``training`` section that record finished work, not the recipe: a run's record and notes, the
-#: gate calibration (facedeblur.train.calibrate) and the stages that made shipped weights (tools/embed_weights.py)
-TRAINING_RECORD_KEYS = frozenset({"record", "notes", "gate_calibration", "stages"})
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """Everything facedeblur knows about one model variant (built from its zoo config)."""
-
-    name: str
-    architecture: str
-    task: str
-    description: str = ""
-    default: bool = False
-    paper: PaperRef = field(default_factory=PaperRef)
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    input: InputContract = field(default_factory=InputContract)
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    weights: WeightsSpec = field(default_factory=WeightsSpec)
-    license: str = ""
-    training_data: str = ""
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    notes: str = ""
-    source: str = "zoo"  # zoo | hf-hub | local-dir
-
-    @property
-    def family(self) -> str:
-        return self.name.split(".", 1)[0]
-
-    @property
-    def pretrained(self) -> bool:
-        return self.weights.available or self.source == "local-dir"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "zoo") -> "ModelCard":
-        """Build a card from a zoo config / ``config.json`` mapping; unknown keys are an error."""
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"model config {data.get('name', '?')!r} has unknown keys {sorted(unknown)}")
-        nested = {"paper": PaperRef, "input": InputContract, "capabilities": Capabilities, "weights": WeightsSpec}
-        for key, typ in nested.items():
-            if key in data and isinstance(data[key], dict):
-                sub = dict(data[key])
-                bad = set(sub) - {f.name for f in dataclasses.fields(typ)}
-                if bad:
-                    raise ValueError(f"model config {data.get('name', '?')!r}: unknown {key} keys {sorted(bad)}")
-                for k, v in sub.items():
-                    if isinstance(v, list):
-                        sub[k] = tuple(v)
-                data[key] = typ(**sub)
-        if "task" not in data:
-            data["task"] = get_arch(data["architecture"]).task
-        data["source"] = source
-        return cls(**data)
+def card_from_dict(data: dict[str, Any], *, source: str = "zoo") -> ModelCard:
+    """:meth:`ModelCard.from_dict` with a missing ``task`` taken from the registered architecture."""
+    return ModelCard.from_dict(data, source=source, task_of=lambda arch: get_arch(arch).task)
 
 
 def _zoo_files() -> dict[str, Any]:
@@ -194,7 +217,7 @@ def _read_zoo_card(variant: str) -> ModelCard:
     data = yaml.safe_load(files[variant].read_text(encoding="utf-8"))
     if data.get("name") != variant:
         raise ValueError(f"zoo config {variant}.yaml names itself {data.get('name')!r}")
-    return ModelCard.from_dict(data)
+    return card_from_dict(data)
 
 
 def _default_variants() -> dict[str, str]:

@@ -23,6 +23,11 @@ unless it is silent or the difference is fixed by this project's contract; every
   spatially constant, so the paper's bilinear resize of ``u_f`` equals the code's nearest one. We
   compute it at 1x1 and fold the control half of every 1x1 fusion conv into a per-channel bias:
   mathematically identical, and it saves ~30% of the CPU time.
+
+Not in the paper: an optional do-no-harm :class:`ResidualGate` on the full-resolution output (``residual_gate``),
+calibrated after training on training pairs (:mod:`facedeblur.train.methods.cfmd_gan_calibrate`). The network is
+called through :data:`CFMD_ADAPTER` (``G(b, u)``, three outputs, the last at full resolution); its training wrapper
+is :class:`facedeblur.train.methods.cfmd_gan.CFMDGANMethod`.
 """
 from __future__ import annotations
 
@@ -33,10 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ._registry import register_model
-from .layers import DeformConv2d, ResidualGate, SqueezeExcite, lrelu
+from ._registry import InferenceAdapter, register_model
+from .layers import DeformConv2d, SqueezeExcite, lrelu
 
-__all__ = ["CFMDGenerator", "CFMDDiscriminator", "cfmd_gan", "cfmd_gan_discriminator"]
+__all__ = ["CFMDGenerator", "CFMDDiscriminator", "cfmd_gan", "cfmd_gan_discriminator", "CFMD_ADAPTER", "ResidualGate",
+           "GATE_FEATURES", "input_sharpness", "uncalibrated_state"]
+
+#: how CFMD-GAN's generator is called: ``G(b, u)``, outputs ``[1/4, 1/2, 1]`` (the last is the restored image)
+CFMD_ADAPTER = InferenceAdapter(control=True, multiscale=True)
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -224,6 +233,122 @@ def _up(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return F.interpolate(x, scale_factor=factor, mode="nearest")
 
 
+# ----------------------------------------------------------------------------------------------- do-no-harm gate
+# not part of the paper: an optional residual gate on the full-resolution output, fitted after training
+# (facedeblur.train.methods.cfmd_gan_calibrate)
+
+
+GATE_FEATURES = ("residual_rms", "input_sharpness")
+
+
+def input_sharpness(x: torch.Tensor) -> torch.Tensor:
+    """Scale-free sharpness of images ``x`` (N, C, H, W) in [0, 1], per image (N,).
+
+    The mean Sobel gradient magnitude of the grey image over its central half (the face, for aligned face
+    crops), divided by the same after a Gaussian blur of sigma 2 px. Blur removes fine gradients first, so the
+    ratio is lower for blurred images whatever their contrast. On 120 CFMD-GAN training windows of
+    ``../shared/data`` its rank correlation with the blurry input's PSNR is +0.60, but on the 358 windows of
+    the validation identities +0.06 (``benchmarks/cfmd_diagnostics.py``, session 3): across people it separates
+    little.
+    """
+    g = x.float().mean(dim=1, keepdim=True)
+    radius = 6
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-t * t / 8.0)
+    k = k / k.sum()
+    blurred = F.conv2d(F.pad(g, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+    kernels = torch.stack([sobel, sobel.t()]).unsqueeze(1)  # d/dx, d/dy
+
+    def grad_mean(img: torch.Tensor) -> torch.Tensor:
+        gr = F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), kernels)
+        mag = gr.pow(2).sum(dim=1).sqrt()
+        h, w = mag.shape[-2:]
+        return mag[:, h // 4:h - h // 4, w // 4:w - w // 4].mean(dim=(1, 2))
+
+    return grad_mean(g) / grad_mean(blurred).clamp_min(1e-6)
+
+
+class ResidualGate(nn.Module):
+    """Do-no-harm shrinkage of a restoration residual, calibrated after training (not a paper component).
+
+    ``out = x + alpha(s, u) * r`` with ``r = model(x, u) - x`` and ``s`` a per-image feature: ``"residual_rms"``,
+    the residual's root mean square (in [0, 1] units), or ``"input_sharpness"`` (:func:`input_sharpness` of the
+    input: how sharp it already is). ``alpha`` is piecewise-linear over the control-factor knots ``u_knots`` (M,
+    evenly spaced on [0, 1], for continuous models) and, per u knot, over its own feature ``knots`` (M, K);
+    ``alphas`` (M, K) in [0, 1] are fitted on *training* pairs to maximise the mean PSNR gain of the 8-bit
+    output (:func:`facedeblur.train.methods.cfmd_gan_calibrate.fit_gate`). Where an imperfect model's changes are
+    mostly error (nearly sharp inputs; the far ends of the exposure, u near 0 or 1, which are harder to predict
+    than its middle), the fit gives alpha < 1 and the input is left (nearly) alone. Identity (alpha = 1) until
+    calibrated.
+    """
+
+    def __init__(self, num_knots: int = 8, num_u_knots: int = 1, feature: str = "residual_rms") -> None:
+        super().__init__()
+        if feature not in GATE_FEATURES:
+            raise ValueError(f"unknown gate feature {feature!r}; choose one of {list(GATE_FEATURES)}")
+        self.feature = feature
+        self.enabled = True  # switched off while the gate is being calibrated
+        self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots).repeat(num_u_knots, 1))
+        self.register_buffer("u_knots", torch.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1
+                             else torch.full((1,), 0.5))
+        self.register_buffer("alphas", torch.ones(num_u_knots, num_knots))
+
+    def features(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The gate's feature per image (N,) for input ``x`` and residual ``r``."""
+        if self.feature == "input_sharpness":
+            return input_sharpness(x)
+        return r.float().pow(2).mean(dim=(1, 2, 3)).sqrt()
+
+    def alpha(self, s: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """alpha per image for feature values ``s`` (N,) at control factors ``u`` (N,) (bilinear in (u, s))."""
+        knots, alphas = self.knots.float(), self.alphas.float()
+        rows = torch.stack([_interp(s.float(), k, a) for k, a in zip(knots, alphas)], dim=1)  # (N, M)
+        if len(self.u_knots) == 1:
+            return rows[:, 0]
+        if u is None:
+            raise ValueError("this gate depends on u (num_u_knots > 1); pass the control factor")
+        uk = self.u_knots.float()
+        u = u.float().reshape(-1).expand(s.shape[0]).clamp(uk[0], uk[-1])
+        i = torch.searchsorted(uk, u, right=True).clamp(1, len(uk) - 1)
+        t = (u - uk[i - 1]) / (uk[i] - uk[i - 1]).clamp_min(1e-12)
+        lo, hi = rows.gather(1, (i - 1)[:, None])[:, 0], rows.gather(1, i[:, None])[:, 0]
+        return lo + t * (hi - lo)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        r = out - x
+        return x + self.alpha(self.features(x, r), u).to(r.dtype).view(-1, 1, 1, 1) * r
+
+
+def uncalibrated_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with the buffers of every :class:`ResidualGate` of ``model`` replaced by ``model``'s own.
+
+    A gate calibration belongs to the network it was fitted on (and its layout may have changed since), so
+    weights loaded for training or recalibration drop it: the gates start as ``model``'s (identity until
+    calibrated)."""
+    prefixes = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ResidualGate))
+    if not prefixes:
+        return dict(state)
+    out = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    out.update({k: v for k, v in model.state_dict().items() if k.startswith(prefixes)})
+    return out
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """numpy.interp for 1-D torch tensors (clamped at the ends)."""
+    x = x.clamp(xp[0], xp[-1])
+    i = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    t = (x - x0) / (x1 - x0).clamp_min(1e-12)
+    return f0 + t * (f1 - f0)
+
+
+# ----------------------------------------------------------------------------------------------- networks
+
+
 class CFMDGenerator(nn.Module):
     """CFMD-GAN generator G = G_R(b, G_M(u)) (§4.2.1, Fig. 5), MIMO-UNet skeleton with ContAda blocks.
 
@@ -233,11 +358,11 @@ class CFMDGenerator(nn.Module):
         mapping_width, mapping_layers: G_M trunk width and depth (paper: 8 layers; width see module doc).
         mask_scale: DCN modulation = mask_scale * sigmoid (paper 1.0; official code 2.0).
         se_reduction: CACA channel reduction (code: 4; paper silent).
-        residual_gate: add a :class:`~facedeblur.models.layers.ResidualGate` on the full-resolution output
+        residual_gate: add a :class:`ResidualGate` on the full-resolution output
             (eval mode only; not in the paper; calibrated after training on training pairs).
         gate_u_knots: number of u knots of that gate (its alpha is piecewise-linear in u and in its feature).
         gate_feature: what the gate's alpha depends on besides u: ``"residual_rms"`` (the residual's size) or
-            ``"input_sharpness"`` (how sharp the input already is; see ``layers.input_sharpness``).
+            ``"input_sharpness"`` (how sharp the input already is; see :func:`input_sharpness`).
 
     ``forward(b, u)`` takes ``b`` (N, 3, H, W) in [0, 1] with H, W multiples of 4 and ``u`` (N,) or a
     float, and returns the three residual outputs ``[1/4, 1/2, 1]`` (MIMO-UNet multi-output).
@@ -381,7 +506,7 @@ class CFMDDiscriminator(nn.Module):
         return {"enc": out_enc, "dec": self.pixel_head(x), "q": torch.sigmoid(self.q_head(x))}
 
 
-@register_model("cfmd_gan", task="image-continuous", discriminator="cfmd_gan_discriminator")
+@register_model("cfmd_gan", task="image-continuous", discriminator="cfmd_gan_discriminator", adapter=CFMD_ADAPTER)
 def cfmd_gan(**kwargs) -> CFMDGenerator:
     """CFMD-GAN generator; kwargs as in :class:`CFMDGenerator` (zoo configs set them per variant)."""
     return CFMDGenerator(**kwargs)

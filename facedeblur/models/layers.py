@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import importlib.util
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "ResidualGate", "lrelu",
-           "cpu_has_fast_dtype", "input_sharpness", "uncalibrated_state"]
+__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "lrelu", "cpu_has_fast_dtype"]
+
+#: names that moved to :mod:`facedeblur.models.cfmd_gan` (the do-no-harm gate is CFMD-GAN's); still importable
+#: from here, resolved on first use (a module-level import would be a circle: cfmd_gan imports this module)
+_MOVED_TO_CFMD_GAN = ("ResidualGate", "uncalibrated_state", "input_sharpness", "GATE_FEATURES")
+
+
+def __getattr__(name: str) -> Any:
+    """Backward-compatible access to the gate names that moved to :mod:`facedeblur.models.cfmd_gan`."""
+    if name in _MOVED_TO_CFMD_GAN:
+        from . import cfmd_gan
+
+        return getattr(cfmd_gan, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
@@ -331,110 +344,3 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the attention weights (N, C, 1, 1), not the re-weighted input."""
         return torch.sigmoid(self.expand(lrelu(self.reduce(x.mean(dim=(2, 3), keepdim=True)))))
-
-
-GATE_FEATURES = ("residual_rms", "input_sharpness")
-
-
-def input_sharpness(x: torch.Tensor) -> torch.Tensor:
-    """Scale-free sharpness of images ``x`` (N, C, H, W) in [0, 1], per image (N,).
-
-    The mean Sobel gradient magnitude of the grey image over its central half (the face, for aligned face
-    crops), divided by the same after a Gaussian blur of sigma 2 px. Blur removes fine gradients first, so the
-    ratio is lower for blurred images whatever their contrast. On 120 CFMD-GAN training windows of
-    ``../shared/data`` its rank correlation with the blurry input's PSNR is +0.60, but on the 358 windows of
-    the validation identities +0.06 (``benchmarks/cfmd_diagnostics.py``, session 3): across people it separates
-    little.
-    """
-    g = x.float().mean(dim=1, keepdim=True)
-    radius = 6
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
-    k = torch.exp(-t * t / 8.0)
-    k = k / k.sum()
-    blurred = F.conv2d(F.pad(g, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
-    kernels = torch.stack([sobel, sobel.t()]).unsqueeze(1)  # d/dx, d/dy
-
-    def grad_mean(img: torch.Tensor) -> torch.Tensor:
-        gr = F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), kernels)
-        mag = gr.pow(2).sum(dim=1).sqrt()
-        h, w = mag.shape[-2:]
-        return mag[:, h // 4:h - h // 4, w // 4:w - w // 4].mean(dim=(1, 2))
-
-    return grad_mean(g) / grad_mean(blurred).clamp_min(1e-6)
-
-
-class ResidualGate(nn.Module):
-    """Do-no-harm shrinkage of a restoration residual, calibrated after training (not a paper component).
-
-    ``out = x + alpha(s, u) * r`` with ``r = model(x, u) - x`` and ``s`` a per-image feature: ``"residual_rms"``,
-    the residual's root mean square (in [0, 1] units), or ``"input_sharpness"`` (:func:`input_sharpness` of the
-    input: how sharp it already is). ``alpha`` is piecewise-linear over the control-factor knots ``u_knots`` (M,
-    evenly spaced on [0, 1], for continuous models) and, per u knot, over its own feature ``knots`` (M, K);
-    ``alphas`` (M, K) in [0, 1] are fitted on *training* pairs to maximise the mean PSNR gain of the 8-bit
-    output (:func:`facedeblur.train.calibrate.fit_gate`). Where an imperfect model's changes are mostly error (nearly
-    sharp inputs; the far ends of the exposure, u near 0 or 1, which are harder to predict than its middle),
-    the fit gives alpha < 1 and the input is left (nearly) alone. Identity (alpha = 1) until calibrated.
-    """
-
-    def __init__(self, num_knots: int = 8, num_u_knots: int = 1, feature: str = "residual_rms") -> None:
-        super().__init__()
-        if feature not in GATE_FEATURES:
-            raise ValueError(f"unknown gate feature {feature!r}; choose one of {list(GATE_FEATURES)}")
-        self.feature = feature
-        self.enabled = True  # switched off while the gate is being calibrated
-        self.register_buffer("knots", torch.linspace(0.0, 0.1, num_knots).repeat(num_u_knots, 1))
-        self.register_buffer("u_knots", torch.linspace(0.0, 1.0, num_u_knots) if num_u_knots > 1
-                             else torch.full((1,), 0.5))
-        self.register_buffer("alphas", torch.ones(num_u_knots, num_knots))
-
-    def features(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """The gate's feature per image (N,) for input ``x`` and residual ``r``."""
-        if self.feature == "input_sharpness":
-            return input_sharpness(x)
-        return r.float().pow(2).mean(dim=(1, 2, 3)).sqrt()
-
-    def alpha(self, s: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """alpha per image for feature values ``s`` (N,) at control factors ``u`` (N,) (bilinear in (u, s))."""
-        knots, alphas = self.knots.float(), self.alphas.float()
-        rows = torch.stack([_interp(s.float(), k, a) for k, a in zip(knots, alphas)], dim=1)  # (N, M)
-        if len(self.u_knots) == 1:
-            return rows[:, 0]
-        if u is None:
-            raise ValueError("this gate depends on u (num_u_knots > 1); pass the control factor")
-        uk = self.u_knots.float()
-        u = u.float().reshape(-1).expand(s.shape[0]).clamp(uk[0], uk[-1])
-        i = torch.searchsorted(uk, u, right=True).clamp(1, len(uk) - 1)
-        t = (u - uk[i - 1]) / (uk[i] - uk[i - 1]).clamp_min(1e-12)
-        lo, hi = rows.gather(1, (i - 1)[:, None])[:, 0], rows.gather(1, i[:, None])[:, 0]
-        return lo + t * (hi - lo)
-
-    def forward(self, x: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.enabled:
-            return out
-        r = out - x
-        return x + self.alpha(self.features(x, r), u).to(r.dtype).view(-1, 1, 1, 1) * r
-
-
-def uncalibrated_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """``state`` with the buffers of every :class:`ResidualGate` of ``model`` replaced by ``model``'s own.
-
-    A gate calibration belongs to the network it was fitted on (and its layout may have changed since), so
-    weights loaded for training or recalibration drop it: the gates start as ``model``'s (identity until
-    calibrated)."""
-    prefixes = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ResidualGate))
-    if not prefixes:
-        return dict(state)
-    out = {k: v for k, v in state.items() if not k.startswith(prefixes)}
-    out.update({k: v for k, v in model.state_dict().items() if k.startswith(prefixes)})
-    return out
-
-
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """numpy.interp for 1-D torch tensors (clamped at the ends)."""
-    x = x.clamp(xp[0], xp[-1])
-    i = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
-    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
-    t = (x - x0) / (x1 - x0).clamp_min(1e-12)
-    return f0 + t * (f1 - f0)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cards import ModelCard
 from ..errors import CapabilityError, InputError
-from ..models._registry import ModelCard
+from ..models import InferenceAdapter, adapter_for
 from .convert import Prepared, prepare
 from .device import dtype_name, resolve_device, resolve_dtype, warn_if_slow_bf16
 
@@ -40,14 +41,20 @@ class Deblurrer:
     """A model with its card, on a device, ready to restore images, moments and videos.
 
     Build it with :func:`facedeblur.load` (trained weights). ``Deblurrer(model, card, device, dtype)`` wraps
-    any network whose forward follows the card (used by tests and by the trainer's previews).
+    any network whose forward follows the card (used by tests and by the trainer's previews). The network is
+    called through ``adapter`` (default :func:`facedeblur.models.adapter_for` of the card: the architecture's
+    registered :class:`~facedeblur.models.InferenceAdapter`, which says whether ``u`` is passed and which output
+    is the restored image).
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None) -> None:
+                 dtype: str | torch.dtype | None = None, adapter: InferenceAdapter | None = None) -> None:
         if not isinstance(card, ModelCard):
             raise TypeError(f"card must be a facedeblur ModelCard, not {type(card).__name__}")
+        if adapter is not None and not isinstance(adapter, InferenceAdapter):
+            raise TypeError(f"adapter must be a facedeblur.models.InferenceAdapter, not {type(adapter).__name__}")
         self.card = card
+        self.adapter: InferenceAdapter = adapter if adapter is not None else adapter_for(card)
         self.dtype: torch.dtype = resolve_dtype(dtype, tuple(card.capabilities.dtypes), f"model {card.name!r}")
         self.device: torch.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
@@ -133,16 +140,11 @@ class Deblurrer:
         if (lo, hi) != (0.0, 1.0):
             x = x * (hi - lo) + lo
         x = x.to(self.dtype)
-        if self.card.capabilities.continuous_u:
-            out = self.model(x, torch.tensor(us, dtype=torch.float32, device=x.device))
-        else:
-            out = self.model(x)
-        if isinstance(out, (list, tuple)):  # multi-scale outputs (MIMO-UNet, CFMD-GAN): the last is full size
-            out = out[-1]
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != 3 or out.shape[-2] < h \
-                or out.shape[-1] < w:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise RuntimeError(f"model {self.card.name!r} returned {got}, expected a (N, 3, >={h}, >={w}) tensor")
+        u = torch.tensor(us, dtype=torch.float32, device=x.device) if self.card.capabilities.continuous_u else None
+        out = self.adapter(self.model, x, u)
+        if out.ndim != 4 or out.shape[1] != 3 or out.shape[-2] < h or out.shape[-1] < w:
+            raise RuntimeError(f"model {self.card.name!r} returned {tuple(out.shape)}, expected a (N, 3, >={h}, "
+                               f">={w}) tensor")
         out = out[..., :h, :w].float()
         if (lo, hi) != (0.0, 1.0):
             out = (out - lo) / (hi - lo)

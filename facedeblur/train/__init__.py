@@ -1,4 +1,4 @@
-"""Training engine shared by all methods (CFMD-GAN recipe: paper §4.3, §5.1.2).
+"""Training: one generic loop (:mod:`.trainer`) and a training wrapper per method (:mod:`.methods`).
 
 ``train(model, train_ds, val_ds, out_dir=...)`` from Python; ``facedeblur train MODEL --data DIR`` (or
 ``torchrun --nproc_per_node N -m facedeblur.train MODEL --data DIR``) from the shell. Imports are lazy so

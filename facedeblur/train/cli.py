@@ -64,6 +64,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--workers", type=_non_negative_int, default=2, help="data-loader worker processes")
     parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                         help="mixed precision on CUDA (auto: bf16 where supported)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels-last memory format for the networks and batches (CUDA only; off by default)")
     parser.add_argument("--batch", type=_positive_int, help="per-process batch (overrides the recipe)")
     parser.add_argument("--crop", type=_positive_int, help="training crop (overrides the recipe)")
     parser.add_argument("--ema", type=float, help="keep an EMA of G with this decay (e.g. 0.999); validated/exported")
@@ -125,6 +127,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                        val_every=args.val_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
                        seed=args.seed, device=args.device, threads=args.threads, amp=args.amp,
                        workers=args.workers, val_batch=args.val_batch, val_max=args.val_max, resume=args.resume,
+                       channels_last=getattr(args, "channels_last", False),
                        init=args.init, export=args.export, gan=not args.no_gan, progress=not args.no_progress,
                        data_desc=f"{Path(args.data).name} ({os.path.abspath(args.data)})")
     finally:

@@ -1,17 +1,15 @@
-"""CFMD-GAN training losses (paper §4.3, Eq. 11-18).
+"""Training losses shared by the methods' training wrappers.
 
-Conventions (see REFERENCE_FACTS §1.7):
-
-* Discriminator heads ``enc`` and ``dec`` are **logits**; the losses apply the sigmoid through
-  ``binary_cross_entropy_with_logits`` (the released code applied it to sigmoid outputs, a double sigmoid).
-  ``q`` is already a probability-like u estimate in [0, 1].
-* Pixel loss: multi-scale Charbonnier (Eq. 16, eps = 1e-3); the ground-truth pyramid is bilinear
-  down-sampling of the full-resolution target by 0.25 and 0.5 (as in MIMO-UNet / the CFMD code); mean per
-  scale, summed over the scales.
-* D loss (Eq. 13): ``L_Denc + L_Ddec + lambda_Q * L_Q`` with ``lambda_Q = 0.05`` as in the paper
-  (the released code used 1.0 and halved the BCE terms; we follow the paper).
-* G loss (Eq. 18): ``0.05 L_ar + 0.1 L_adv + 1 L_pix + 0.01 L_per``. ``L_per`` is LPIPS when the ``lpips``
-  package and its weights can be constructed offline; otherwise the term is off and the reason is recorded.
+* :func:`charbonnier` and its multi-scale sum :func:`multiscale_charbonnier` over a ground-truth pyramid
+  (:func:`gt_pyramid`: bilinear down-sampling of the full-resolution target by 0.25 and 0.5, as in MIMO-UNet);
+  mean per scale, summed over the scales.
+* :func:`psnr_loss`: per-sample log-MSE (HINet's "PSNR loss"; not a paper loss of the zoo's methods).
+* :func:`adversarial_bce`: BCE of discriminator logits against real / fake labels.
+* :func:`build_perceptual`: LPIPS as a perceptual loss when the ``lpips`` package and its weights can be
+  constructed offline; otherwise the term is off and the reason is recorded.
+* :class:`LossWeights`: the weights a recipe's ``loss:`` section sets. Each method's wrapper uses the ones its
+  paper defines (the adversarial ones only when it trains with a discriminator); method-specific losses live
+  in the wrapper's module under :mod:`facedeblur.train.methods`.
 """
 from __future__ import annotations
 
@@ -22,16 +20,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LossWeights", "charbonnier", "psnr_loss", "gt_pyramid", "multiscale_charbonnier", "discriminator_loss",
-           "generator_loss", "build_perceptual", "PerceptualLoss"]
+__all__ = ["LossWeights", "charbonnier", "psnr_loss", "gt_pyramid", "multiscale_charbonnier", "adversarial_bce",
+           "build_perceptual", "PerceptualLoss"]
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Loss weights of Eq. 13 and Eq. 18 (paper values by default)."""
+    """Loss weights of a recipe (defaults: the continuous-moment GAN of the zoo's first method, paper Eq. 13 / 18).
+
+    ``pix`` / ``pix_coarse``: (multi-scale) pixel loss; ``adv``: adversarial; ``ar``: auxiliary control-factor
+    regression of the generated image; ``per``: perceptual; ``q_d``: the discriminator's control-factor regression;
+    ``psnr`` / ``psnr_floor``: :func:`psnr_loss` on the final output. A wrapper ignores weights its method has no
+    term for.
+    """
 
     pix: float = 1.0
-    pix_coarse: float = 1.0  # weight of the 1/4 and 1/2 scales inside L_pix (paper: 1, an equal sum)
+    pix_coarse: float = 1.0  # weight of the coarser scales inside L_pix (1: an equal sum)
     adv: float = 0.1
     ar: float = 0.05
     per: float = 0.01
@@ -65,8 +69,8 @@ def psnr_loss(pred: torch.Tensor, target: torch.Tensor, floor: float = 1e-4) -> 
     the weight of nearly identical pairs: each sample's gradient is scaled by ``1 / (MSE_i + floor)``. With a
     tiny floor, identity pairs in the training mix (MSE 0) outweigh a blurred sample a thousandfold and the
     network learns to return its input (measured: residual RMS 0.07 grey levels after 300 steps with 1e-6);
-    with 1e-4 (40 dB), static windows (45-55 dB) count for too little. The ``cfmd-gan.lite`` stage-2 recipe
-    therefore drops the identity pairs and uses 1e-6 (``docs/models/cfmd-gan.md``).
+    with 1e-4 (40 dB), static windows (45-55 dB) count for too little. The zoo's lite stage-2 recipe therefore
+    drops the identity pairs and uses 1e-6 (see its model card under ``docs/models/``).
     """
     diff = pred.float() - target.float()
     mse = (diff * diff).flatten(1).mean(dim=1)
@@ -112,71 +116,14 @@ def multiscale_charbonnier(outputs: Sequence[torch.Tensor] | torch.Tensor, targe
     return total
 
 
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+def adversarial_bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Mean binary cross-entropy of discriminator ``logits`` against the label real (1) or fake (0), in float32.
+
+    The sigmoid is applied here (``binary_cross_entropy_with_logits``): discriminator heads return logits.
+    """
     logits = logits.float()
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return F.binary_cross_entropy_with_logits(logits, target)
-
-
-def _u_map(u: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The constant per-pixel target u_2D for a Q map ``like`` (N, 1, H, W)."""
-    return u.to(like.device, torch.float32).reshape(-1, 1, 1, 1).expand_as(like)
-
-
-def discriminator_loss(d_real: Mapping[str, torch.Tensor], d_fake: Mapping[str, torch.Tensor],
-                       u: torch.Tensor | None, lambda_q: float = 0.05) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 11-13: ``L_D = L_Denc + L_Ddec + lambda_Q * L_Q``.
-
-    ``L_Denc = BCE(enc(real), 1) + BCE(enc(fake), 0)``, ``L_Ddec`` likewise per pixel (mean over pixels),
-    ``L_Q = MSE(Q(real), u) + MSE(Q(fake), u)`` (only when ``u`` is given and D has a ``q`` head). Returns the
-    total and the detached parts (0-dim tensors, no device sync) for logging.
-    """
-    l_enc = _bce(d_real["enc"], True) + _bce(d_fake["enc"], False)
-    l_dec = _bce(d_real["dec"], True) + _bce(d_fake["dec"], False)
-    total = l_enc + l_dec
-    l_q = torch.zeros((), device=total.device)
-    if u is not None and "q" in d_real and "q" in d_fake:
-        q_real, q_fake = d_real["q"].float(), d_fake["q"].float()
-        l_q = F.mse_loss(q_real, _u_map(u, q_real)) + F.mse_loss(q_fake, _u_map(u, q_fake))
-        total = total + lambda_q * l_q
-    parts = {"d_enc": l_enc.detach(), "d_dec": l_dec.detach(), "d_q": l_q.detach(), "d_total": total.detach()}
-    return total, parts
-
-
-def generator_loss(outputs: Sequence[torch.Tensor] | torch.Tensor, target: torch.Tensor, *,
-                   d_fake: Mapping[str, torch.Tensor] | None = None, u: torch.Tensor | None = None,
-                   weights: LossWeights = LossWeights(), perceptual: nn.Module | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 18: ``lambda_ar L_ar + lambda_adv L_adv + lambda_pix L_pix + lambda_per L_per``.
-
-    ``L_ar = MSE(Q(fake), u)`` (Eq. 14) and ``L_adv = BCE(enc(fake), 1) + BCE(dec(fake), 1)`` (Eq. 15) need
-    ``d_fake`` (the discriminator on the generated image); without it (supervised training) only the pixel
-    and perceptual terms apply. ``perceptual`` (LPIPS, inputs in [0, 1]) is used on the full-resolution output
-    when given and ``weights.per > 0``.
-    """
-    final = outputs if isinstance(outputs, torch.Tensor) else outputs[-1]
-    l_pix = multiscale_charbonnier(outputs, target, weights.charbonnier_eps, weights.pix_coarse)
-    total = weights.pix * l_pix
-    parts = {"g_pix": l_pix.detach()}
-    if weights.psnr > 0:
-        l_psnr = psnr_loss(final, target, weights.psnr_floor)
-        total = total + weights.psnr * l_psnr
-        parts["g_psnr"] = l_psnr.detach()
-    if d_fake is not None:
-        l_adv = _bce(d_fake["enc"], True) + _bce(d_fake["dec"], True)
-        total = total + weights.adv * l_adv
-        parts["g_adv"] = l_adv.detach()
-        if u is not None and "q" in d_fake and weights.ar > 0:
-            q = d_fake["q"].float()
-            l_ar = F.mse_loss(q, _u_map(u, q))
-            total = total + weights.ar * l_ar
-            parts["g_ar"] = l_ar.detach()
-    if perceptual is not None and weights.per > 0:
-        l_per = perceptual(final.float(), target.float()).mean()
-        total = total + weights.per * l_per
-        parts["g_per"] = l_per.detach()
-    parts["g_total"] = total.detach()
-    return total, parts
 
 
 class PerceptualLoss(nn.Module):

@@ -2,8 +2,10 @@
 
 Precedence (later wins): the card's ``training`` section, a ``--config`` YAML (either a whole zoo config
 with a ``training:`` key or just that mapping), ``recipe_overrides`` from Python, then CLI flags.
-CFMD-GAN paper values (§5.1.2): Adam(1e-4, 0.9, 0.999), x0.99 per epoch, 200 epochs, batch 8, crop 256,
-scale augmentation 1.0-1.5, loss weights of Eq. 13 / 18.
+The defaults are the values of the zoo's first method's paper (its §5.1.2): Adam(1e-4, 0.9, 0.999), x0.99 per
+epoch, 200 epochs, batch 8, crop 256, scale augmentation 1.0-1.5, loss weights of its Eq. 13 / 18. The init
+options (``zero_init_output``, ``output_init_scale``, ``mapping_init``) are applied by the method's training
+wrapper (:meth:`facedeblur.train.methods.TrainingMethod.init_generator_`); a wrapper without them refuses them.
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import FaceDeblurError
-from ..models._registry import TRAINING_RECORD_KEYS
+from ..cards import TRAINING_RECORD_KEYS
 from .losses import LossWeights
 
 __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config"]
 
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
-DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise"}
+DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise",
+             "synth_fraction", "synth_frames", "synth", "synth_val_count"}
 
 
 class RecipeError(FaceDeblurError, ValueError):
@@ -49,9 +52,9 @@ class Recipe:
     discriminator: dict[str, Any] = field(default_factory=dict)
     grad_clip: float | None = None
     ema: float | None = None
-    zero_init_output: bool = False  # start G as the identity (models with ``zero_init_output_()``); init only
-    output_init_scale: float = 1.0  # scale the output convs' initial weights (models with ``scale_output_init_()``)
-    mapping_init: str = "default"  # "kaiming": models with ``kaiming_init_mapping_()`` (u visible at init)
+    zero_init_output: bool = False  # start G as the identity (wrappers that support it); init only
+    output_init_scale: float = 1.0  # scale the output convs' initial weights (wrappers that support it)
+    mapping_init: str = "default"  # "kaiming": He-init of a control-mapping network (wrappers that support it)
     data: dict[str, Any] = field(default_factory=dict)  # data-engine keys (DATA_KEYS), flat in to_dict()
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
@@ -150,6 +153,16 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
                     or not 0 <= v[0] <= v[1]):
                 raise RecipeError(f"static_noise must be [low, high] grey levels with 0 <= low <= high, got {v!r}")
             extra[k] = [float(x) for x in v]
+        elif k == "synth":  # the strong-blur engine's settings (facedeblur.data.synth.SynthConfig)
+            from ..data.synth import SynthConfig
+
+            try:
+                extra[k] = SynthConfig.from_mapping(v if isinstance(v, Mapping) else {"_": v}).to_dict()
+            except FaceDeblurError as exc:
+                raise RecipeError(f"recipe 'synth': {exc}") from None
+            extra[k].pop("face_size")
+        elif k == "synth_val_count":
+            extra[k] = _positive(k, v, int)
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise RecipeError(f"{k} must be a fraction in [0, 1], got {v!r}")
     kw: dict[str, Any] = {"data": extra}

@@ -1,21 +1,26 @@
-"""The training engine shared by every architecture (CFMD-GAN recipe: paper §4.3, §5.1.2).
+"""The generic training loop: it trains any architecture through its training wrapper.
 
-* GAN training when the architecture registers a discriminator and the recipe's adversarial weight is > 0
-  (one D step, then one G step per iteration, paper §4.3 "optimized alternately"); plain supervised
-  training otherwise. ``u`` is fed to the generator for task ``image-continuous``.
-* Adam per recipe, ExponentialLR stepped once per epoch (``epoch_samples`` samples), AMP on CUDA only,
-  optional gradient clipping and EMA of the generator.
+The wrapper (:class:`facedeblur.train.methods.TrainingMethod`, registered per architecture) builds the networks,
+losses and optimisers and runs one iteration (GAN: e.g. a discriminator step, then a generator step; or
+supervised). The loop around it is shared:
+
+* Adam per recipe (the wrapper's optimisers), ExponentialLR stepped once per epoch (``epoch_samples`` samples),
+  AMP on CUDA only, optional channels-last memory format on CUDA, optional gradient clipping and EMA of the
+  generator.
 * The sample stream is a pure function of (seed, sample position): index from a seeded permutation and a
   per-sample seed for the dataset's random augmentation. Together with the checkpointed RNG, model,
   optimizer and scheduler states this makes ``resume`` continue bit for bit.
+* The datasets' sample kind (:mod:`facedeblur.data.kinds`) is checked against the wrapper's, and the first batch
+  against the kind's keys and shapes.
+* Validation restores the validation items through the architecture's inference adapter, scores the 8-bit output
+  by severity bin, keeps the best weights; export writes them with the training record.
 * DDP under ``torchrun``: each rank takes its own slice of every global batch; only rank 0 logs, validates
-  and writes checkpoints.
+  and writes checkpoints. SIGTERM / SIGINT save a checkpoint and stop cleanly.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import importlib
 import json
 import os
 import platform
@@ -36,15 +41,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
 from tqdm.auto import tqdm
 
+from ..cards import ModelCard
+from ..data.kinds import SAMPLE_KINDS, check_item, compatible, dataset_kind
 from ..errors import CapabilityError, DataError
 from ..models import get_arch, get_card
-from ..models._registry import ModelCard
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, atomic_write_text, load_state, read_generator_state,
                          rng_state, save_state, save_tensors_atomic, set_rng_state)
 from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
                           shutdown_distributed)
-from .losses import build_perceptual, discriminator_loss, generator_loss
-from .recipes import RecipeError, Recipe, resolve_recipe
+from .methods import StepContext, TrainingMethod, get_method, set_requires_grad, unwrap
+from .recipes import Recipe, resolve_recipe
 from .validation import format_table, psnr, ssim, summarize
 
 __all__ = ["TrainOptions", "TrainResult", "Trainer", "train", "SampleStream", "SeededDataset"]
@@ -79,6 +85,7 @@ class TrainOptions:
     progress: bool = True
     data_desc: str = ""                 # recorded in the training record (what data the run used)
     handle_signals: bool = True         # catch SIGTERM/SIGINT, save, stop cleanly
+    channels_last: bool = False         # channels-last memory format for the networks and batches (CUDA only)
 
 
 @dataclass
@@ -175,31 +182,7 @@ class SeededDataset(Dataset):
                 random.setstate(saved[2])
 
 
-def _check_item(item: Any, where: str) -> None:
-    if not isinstance(item, Mapping) or not {"blurry", "sharp"} <= set(item):
-        raise DataError(f"{where} items must be dicts with 'blurry' and 'sharp' tensors (plus 'u' and 'severity'),"
-                        f" got {type(item).__name__} with keys {sorted(item) if isinstance(item, Mapping) else '-'}")
-
-
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
-
-
-def _final(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (list, tuple)) and out and isinstance(out[-1], torch.Tensor):
-        return out[-1]
-    raise TypeError(f"generator returned {type(out).__name__}; expected a tensor or a list of tensors (last = full "
-                    f"resolution)")
-
-
-def _requires_grad(m: nn.Module, flag: bool) -> None:
-    for p in m.parameters():
-        p.requires_grad_(flag)
 
 
 def _hardware(device: torch.device, world: int) -> str:
@@ -227,15 +210,6 @@ def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-def _make_optimizer(params, spec: Mapping[str, Any]) -> torch.optim.Optimizer:
-    kw = {"lr": spec["lr"], "betas": tuple(spec["betas"])}
-    for k in ("weight_decay", "eps"):
-        if k in spec:
-            kw[k] = spec[k]
-    cls = torch.optim.AdamW if spec["name"] == "adamw" else torch.optim.Adam
-    return cls(params, **kw)
 
 
 class _StopFlag:
@@ -273,7 +247,7 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 
 
 class Trainer:
-    """One training run of a zoo model on prepared datasets; see :func:`train`."""
+    """One training run of a zoo model on prepared datasets, through its training wrapper; see :func:`train`."""
 
     def __init__(self, model_name: str | ModelCard, train_ds: Dataset, val_ds: Dataset | None, *,
                  out_dir: str | os.PathLike, recipe_overrides: Mapping[str, Any] | None = None,
@@ -282,15 +256,14 @@ class Trainer:
         self.opt = opt = options or TrainOptions()
         self.card = model_name if isinstance(model_name, ModelCard) else get_card(model_name)
         self.arch = get_arch(self.card.architecture)
-        if self.arch.task not in ("image", "image-continuous"):
-            raise CapabilityError(f"{self.card.name}: the training engine handles tasks 'image' and "
-                                  f"'image-continuous', not {self.arch.task!r}")
-        self.continuous = self.arch.task == "image-continuous"
         self.arch_kwargs = {**self.card.arch_kwargs, **dict(arch_overrides or {})}
         self.recipe: Recipe = resolve_recipe(self.card.training, config, recipe_overrides)
-        self.gan = bool(opt.gan and self.arch.discriminator and self.recipe.loss.adv > 0)
-        self.run_dir = Path(out_dir)
+        self.method: TrainingMethod = get_method(self.arch.name)(self.arch, self.arch_kwargs, self.recipe)
+        self.adapter = self.method.adapter
         self.train_ds, self.val_ds = train_ds, val_ds
+        self._check_dataset_kinds()
+        self.gan = self.method.uses_gan(opt.gan)
+        self.run_dir = Path(out_dir)
         if opt.export and Path(opt.export).exists() and (not Path(opt.export).is_dir() or
                                                          any(Path(opt.export).iterdir())):
             raise CapabilityError(f"--export {opt.export} exists and is not an empty folder; choose a new folder "
@@ -299,6 +272,9 @@ class Trainer:
             torch.set_num_threads(int(opt.threads))
 
         self.device = select_device(opt.device)
+        if opt.channels_last and self.device.type != "cuda":
+            raise CapabilityError(f"channels_last is a CUDA option (running on {self.device}); leave it off")
+        self.memory_format = torch.channels_last if opt.channels_last else torch.contiguous_format
         self.dist: DistInfo = init_distributed(self.device)
         self.main = self.dist.is_main
         self.amp_dtype = _resolve_amp(opt.amp, self.device)
@@ -312,45 +288,35 @@ class Trainer:
         torch.manual_seed(opt.seed)
         np.random.seed(opt.seed % (1 << 32))
         random.seed(opt.seed)
-        self.g = self.arch.builder(**self.arch_kwargs).to(self.device)
-        if self.recipe.zero_init_output:
-            if not hasattr(self.g, "zero_init_output_"):
-                raise RecipeError(f"zero_init_output: {self.arch.name} has no zero_init_output_() method")
-            self.g.zero_init_output_()
-        if self.recipe.output_init_scale != 1.0:
-            if not hasattr(self.g, "scale_output_init_"):
-                raise RecipeError(f"output_init_scale: {self.arch.name} has no scale_output_init_() method")
-            self.g.scale_output_init_(self.recipe.output_init_scale)
-        if self.recipe.mapping_init == "kaiming":
-            if not hasattr(self.g, "kaiming_init_mapping_"):
-                raise RecipeError(f"mapping_init: {self.arch.name} has no kaiming_init_mapping_() method")
-            self.g.kaiming_init_mapping_()
+        self.g = self.method.build_generator(self.device)
         self.d: nn.Module | None = None
         if self.gan:
-            module = importlib.import_module(self.arch.builder.__module__)
-            self.d = getattr(module, self.arch.discriminator)(**self.recipe.discriminator).to(self.device)
+            self.d = self.method.build_discriminator().to(self.device)
         self.ema: nn.Module | None = None
         if self.recipe.ema:
-            self.ema = self.arch.builder(**self.arch_kwargs).to(self.device)
+            self.ema = self.method.build_network().to(self.device)
             self.ema.load_state_dict(self.g.state_dict())
             self.ema.eval()
-            _requires_grad(self.ema, False)
+            set_requires_grad(self.ema, False)
+        if opt.channels_last:
+            for net in (self.g, self.d, self.ema):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
         # per-rank RNG streams after initialisation (nothing in the models draws from them today)
         torch.manual_seed(opt.seed + 1 + self.dist.rank)
 
-        self.opt_g = _make_optimizer(self.g.parameters(), self.recipe.optimizer)
+        self.opt_g = self.method.make_optimizer(self.g.parameters(), "g")
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.recipe.lr_decay_per_epoch)
         self.opt_d = self.sched_d = None
         if self.d is not None:
-            self.opt_d = _make_optimizer(self.d.parameters(), self.recipe.d_optimizer or self.recipe.optimizer)
+            self.opt_d = self.method.make_optimizer(self.d.parameters(), "d")
             self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.recipe.lr_decay_per_epoch)
         fp16 = self.amp_dtype == torch.float16
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=fp16)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
 
-        self.perceptual, self.perceptual_status = build_perceptual(self.recipe.loss.per)
-        if self.perceptual is not None:
-            self.perceptual.to(self.device)
+        self.method.build_losses(self.device)
+        self.perceptual_status = self.method.perceptual_status
 
         self.step = 0
         self.wall_before = 0.0  # wall time of earlier invocations (resume)
@@ -373,6 +339,24 @@ class Trainer:
             if self.d is not None:
                 self.d = nn.parallel.DistributedDataParallel(self.d, **ddp_kw)
 
+    # ---------------------------------------------------------------------------------- data kinds
+
+    def _check_dataset_kinds(self) -> None:
+        """The datasets' declared sample kinds must feed the wrapper (:func:`facedeblur.data.kinds.compatible`)."""
+        for ds, want, what in ((self.train_ds, self.method.sample_kind, "training"),
+                               (self.val_ds, self.method.validation_kind, "validation")):
+            if ds is None:
+                continue
+            have = dataset_kind(ds)
+            if not compatible(have, want):
+                raise DataError(f"{self.card.name} ({type(self.method).__name__}) trains on {want!r} samples (keys "
+                                f"{sorted(SAMPLE_KINDS[want])}), but the {what} dataset {type(ds).__name__} gives "
+                                f"{have!r} samples; build {want!r} data for it (facedeblur.data.kinds) or set the "
+                                f"dataset's kind attribute to what its items are")
+
+    def _check_batch(self, batch: Any, kind: str, where: str) -> None:
+        check_item(kind, batch, f"{where} ({type(self.method).__name__} consumes {kind!r} samples)")
+
     # ---------------------------------------------------------------------------------- state
 
     @property
@@ -384,7 +368,7 @@ class Trainer:
             "model": self.card.name, "architecture": self.card.architecture, "arch_kwargs": self.arch_kwargs,
             "recipe": self.recipe.to_dict(), "gan": self.gan, "world_size": self.dist.world_size,
             "seed": self.opt.seed, "step": self.step, "epoch": self.step // self.steps_per_epoch,
-            "g": _unwrap(self.g).state_dict(), "d": _unwrap(self.d).state_dict() if self.d is not None else None,
+            "g": unwrap(self.g).state_dict(), "d": unwrap(self.d).state_dict() if self.d is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict() if self.opt_d else None,
             "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict() if self.sched_d else None,
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
@@ -428,9 +412,9 @@ class Trainer:
             print(f"[facedeblur train] note: the checkpoint was written by {st['world_size']} process(es), this run has "
                   f"{self.dist.world_size}; the global batch and the epoch length in steps change, so the run will "
                   f"not repeat the sample order of an uninterrupted one")
-        _unwrap(self.g).load_state_dict(st["g"])
+        unwrap(self.g).load_state_dict(st["g"])
         if self.d is not None:
-            _unwrap(self.d).load_state_dict(st["d"])
+            unwrap(self.d).load_state_dict(st["d"])
             self.opt_d.load_state_dict(st["opt_d"])
             self.sched_d.load_state_dict(st["sched_d"])
         self.opt_g.load_state_dict(st["opt_g"])
@@ -440,7 +424,7 @@ class Trainer:
         if st["scaler_d"]:
             self.scaler_d.load_state_dict(st["scaler_d"])
         if self.ema is not None:
-            self.ema.load_state_dict(st["ema"] if st["ema"] is not None else _unwrap(self.g).state_dict())
+            self.ema.load_state_dict(st["ema"] if st["ema"] is not None else unwrap(self.g).state_dict())
         self.step = int(st["step"])
         self.best = st["best"]
         self.last_val_step = int(st.get("last_val_step", -1))
@@ -456,11 +440,9 @@ class Trainer:
         """Fine-tuning start: G (and the EMA) from ``src``, optimizer, schedule and step fresh.
 
         ``src`` is anything :func:`~facedeblur.train.checkpoint.read_generator_state` reads. Keys and shapes must
-        match exactly, except the buffers of post-training calibrations
-        (:func:`~facedeblur.models.layers.uncalibrated_state`): training changes the network, so the old
-        calibration is dropped and the gate starts as the identity again.
+        match exactly, after the wrapper's :meth:`~facedeblur.train.methods.TrainingMethod.reset_loaded_state`
+        (post-training state that training invalidates, e.g. a calibration, is replaced by the fresh network's).
         """
-        from ..models.layers import uncalibrated_state
         from ..weights import load_state_dict_strict
 
         try:
@@ -469,8 +451,9 @@ class Trainer:
             raise CheckpointError(f"--init {exc}") from exc
         if arch is not None and arch != self.card.architecture:
             raise CheckpointError(f"--init {src}: a checkpoint of {arch}, this run trains {self.card.architecture}")
-        g = _unwrap(self.g)
-        load_state_dict_strict(g, uncalibrated_state(state, g), arch_kwargs=self.arch_kwargs, source=str(src))
+        g = unwrap(self.g)
+        load_state_dict_strict(g, self.method.reset_loaded_state(state, g), arch_kwargs=self.arch_kwargs,
+                               source=str(src))
         if self.ema is not None:
             self.ema.load_state_dict(g.state_dict())
         self.initialised_from = str(src)
@@ -488,9 +471,8 @@ class Trainer:
         return {
             "model": self.card.name, "architecture": self.card.architecture, "arch_kwargs": self.arch_kwargs,
             "task": self.arch.task, "recipe": self.recipe.to_dict(), "gan": self.gan,
-            "perceptual_loss": self.perceptual_status,
-            "loss_notes": "D loss = L_Denc + L_Ddec + q_d * L_Q (paper Eq. 13, lambda_Q 0.05; the released code "
-                          "used 1.0 and halved the BCE terms); heads are logits, BCE-with-logits",
+            "method": type(self.method).__name__, "sample_kind": self.method.sample_kind,
+            "perceptual_loss": self.perceptual_status, "loss_notes": self.method.loss_notes,
             "options": {k: v for k, v in dataclasses.asdict(self.opt).items()},
             "device": str(self.device), "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "hardware": _hardware(self.device, self.dist.world_size), "world_size": self.dist.world_size,
@@ -515,9 +497,6 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _gen(self, g: nn.Module, b: torch.Tensor, u: torch.Tensor) -> Any:
-        return g(b, u) if self.continuous else g(b)
-
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                        params) -> None:
         opt.zero_grad(set_to_none=True)
@@ -528,49 +507,50 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One iteration: a D step (GAN only), then a G step. Returns detached loss parts."""
+    def _backward(self, net: str, loss: torch.Tensor) -> None:
+        """:attr:`StepContext.backward`: the optimiser step of network ``net`` ("g" or "d")."""
+        if net == "g":
+            self._backward_step(loss, self.opt_g, self.scaler_g, self.g.parameters())
+        elif net == "d" and self.d is not None:
+            self._backward_step(loss, self.opt_d, self.scaler_d, self.d.parameters())
+        else:
+            raise ValueError(f"backward: net must be 'g' or 'd' (with a discriminator), not {net!r}")
+
+    def _to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch's tensors on the training device (images channels-last when that option is on)."""
         nb = self.device.type == "cuda"
-        b = batch["blurry"].to(self.device, non_blocking=nb)
-        s = batch["sharp"].to(self.device, non_blocking=nb)
-        u = batch["u"].to(self.device, torch.float32, non_blocking=nb).reshape(-1) if self.continuous else None
-        with self._autocast():
-            outs = self._gen(self.g, b, u)
-        fake = _final(outs)
-        parts: dict[str, torch.Tensor] = {}
-        d_fake = None
-        if self.d is not None:
-            _requires_grad(self.d, True)
-            with self._autocast():  # real and fake in one batch: one D forward per D step
-                d_all = self.d(torch.cat([s, fake.detach().to(s.dtype)]), torch.cat([b, b]))
-            n = b.shape[0]
-            d_real = {k: v[:n] for k, v in d_all.items()}
-            d_fk = {k: v[n:] for k, v in d_all.items()}
-            d_loss, d_parts = discriminator_loss(d_real, d_fk, u, self.recipe.loss.q_d)
-            self._backward_step(d_loss, self.opt_d, self.scaler_d, self.d.parameters())
-            parts.update(d_parts)
-            d_mod = _unwrap(self.d)
-            _requires_grad(d_mod, False)
-            with self._autocast():
-                d_fake = d_mod(fake.to(b.dtype), b)
-        g_loss, g_parts = generator_loss(outs, s, d_fake=d_fake, u=u, weights=self.recipe.loss,
-                                         perceptual=self.perceptual)
-        self._backward_step(g_loss, self.opt_g, self.scaler_g, self.g.parameters())
-        parts.update(g_parts)
-        if self.ema is not None:
-            decay = self.recipe.ema
-            with torch.no_grad():
-                g_mod = _unwrap(self.g)
-                for pe, p in zip(self.ema.parameters(), g_mod.parameters()):
-                    pe.lerp_(p.detach(), 1.0 - decay)
-                for be, bg in zip(self.ema.buffers(), g_mod.buffers()):
-                    be.copy_(bg)
+        out: dict[str, Any] = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device, non_blocking=nb)
+                if v.dim() == 4 and self.memory_format == torch.channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.recipe.ema
+        with torch.no_grad():
+            g_mod = unwrap(self.g)
+            for pe, p in zip(self.ema.parameters(), g_mod.parameters()):
+                pe.lerp_(p.detach(), 1.0 - decay)
+            for be, bg in zip(self.ema.buffers(), g_mod.buffers()):
+                be.copy_(bg)
+
+    def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """One iteration: the wrapper's step on the batch (moved to the device), then the EMA update. Returns the
+        detached loss parts."""
+        ctx = StepContext(g=self.g, d=self.d, device=self.device, autocast=self._autocast, backward=self._backward)
+        parts = self.method.train_step(self._to_device(batch), ctx)
+        self._update_ema()
         return parts
 
     # ---------------------------------------------------------------------------------- validation
 
     def _eval_model(self) -> nn.Module:
-        return self.ema if self.ema is not None else _unwrap(self.g)
+        return self.ema if self.ema is not None else unwrap(self.g)
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any] | None:
@@ -588,15 +568,18 @@ class Trainer:
         mult = max(1, int(self.card.input.pad_multiple))
         rows = []
         try:
-            for batch in tqdm(loader, desc="validate", leave=False, disable=not self.opt.progress, unit="batch"):
+            for i_batch, batch in enumerate(tqdm(loader, desc="validate", leave=False, disable=not self.opt.progress,
+                                                 unit="batch")):
+                if i_batch == 0:
+                    self._check_batch(batch, self.method.validation_kind, "validation batch")
                 b = batch["blurry"].to(self.device)
                 s = batch["sharp"].float()
                 h, w = b.shape[-2:]
                 ph, pw = (-h) % mult, (-w) % mult
                 bp = F.pad(b, (0, pw, 0, ph), mode="replicate") if ph or pw else b
-                u = batch["u"].to(self.device, torch.float32).reshape(-1) if self.continuous else None
+                u = self.adapter.controls(batch, self.device)
                 with self._autocast():
-                    out = _final(self._gen(model, bp, u))
+                    out = self.adapter(model, bp, u)
                 # scored as the 8-bit image a user gets: a residual below half a grey level is no gain
                 out = torch.round(out[..., :h, :w].float().clamp(0, 1).cpu() * 255) / 255
                 bc = batch["blurry"].float()
@@ -627,7 +610,8 @@ class Trainer:
         if improved:
             self.best = {**table, "step": self.step}
             self._save_best(table)
-        tqdm.write(f"[step {self.step}] validation (u = item u; severity = blurry PSNR){' *best*' if improved else ''}"
+        note = f"{self.method.validation_note}; " if self.method.validation_note else ""
+        tqdm.write(f"[step {self.step}] validation ({note}severity = blurry PSNR){' *best*' if improved else ''}"
                    f"\n{format_table(table)}")
 
     # ---------------------------------------------------------------------------------- export
@@ -641,7 +625,7 @@ class Trainer:
             tqdm.write("[facedeblur train] facedeblur.weights.save_pretrained is not available; not exporting. "
                        f"The generator weights are in {self.run_dir / 'best.safetensors'} and the last checkpoint.")
             return []
-        model = self.arch.builder(**self.arch_kwargs)
+        model = self.method.build_network()
         best_file = self.run_dir / "best.safetensors"
         if self.best is not None and best_file.is_file():
             model.load_state_dict(load_file(str(best_file)))
@@ -660,9 +644,10 @@ class Trainer:
         training = {**self.recipe.to_dict(), "record": record}
         metrics = dict(self.card.metrics)
         if table is not None:
+            note = f" {self.method.validation_note}" if self.method.validation_note else ""
             metrics["validation"] = {**{k: v for k, v in table.items() if k != "step"}, "step": step,
-                                     "definition": "PSNR/SSIM (skimage, data range 1, RGB) on the validation split at "
-                                                   "the items' u; severity = blurry-input PSNR in dB"}
+                                     "definition": f"PSNR/SSIM (skimage, data range 1, RGB) on the validation split"
+                                                   f"{note}; severity = blurry-input PSNR in dB"}
         card = dataclasses.replace(self.card, arch_kwargs=dict(self.arch_kwargs), training=training, metrics=metrics,
                                    training_data=self.opt.data_desc or self.card.training_data)
         written = []
@@ -704,7 +689,8 @@ class Trainer:
                          if self.initialised_from and not self.resumed_from else ""))
                 self._write_meta("running", self.wall_before)
                 self._log({"type": "start" if not self.resumed_from else "resume", "step": self.step,
-                           "perceptual_loss": self.perceptual_status, "world_size": self.dist.world_size})
+                           "perceptual_loss": self.perceptual_status, "world_size": self.dist.world_size,
+                           "data": getattr(self.train_ds, "summary", None)})
             if self.step < self.total_steps:
                 it = iter(self._loader())
                 bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and opt.progress),
@@ -717,7 +703,7 @@ class Trainer:
                 while self.step < self.total_steps:
                     batch = next(it)
                     if not checked:
-                        _check_item(batch, "training")
+                        self._check_batch(batch, self.method.sample_kind, "training batch")
                         checked = True
                     parts = self.train_step(batch)
                     self.step += 1
@@ -736,7 +722,7 @@ class Trainer:
                         if self.main:
                             self._log({"type": "train", "step": self.step, "epoch": self.step // self.steps_per_epoch,
                                        "lr": self.opt_g.param_groups[0]["lr"], "samples_per_s": rate, **avg})
-                            shown = {k: f"{avg[k]:.4f}" for k in ("d_total", "g_total", "g_pix") if k in avg}
+                            shown = {k: f"{avg[k]:.4f}" for k in self.method.progress_parts if k in avg}
                             bar.set_postfix(**shown, sps=f"{rate:.1f}")
                         sums, n_sum, t_win = {}, 0, time.monotonic()
                     if opt.val_every and self.step % opt.val_every == 0 and self.step < self.total_steps:
@@ -797,9 +783,11 @@ def train(model_name: str | ModelCard, train_ds: Dataset, val_ds: Dataset | None
           config: Mapping[str, Any] | None = None, shutdown: bool = False, **options: Any) -> TrainResult:
     """Train zoo model ``model_name`` on prepared datasets and return a :class:`TrainResult`.
 
-    ``train_ds`` / ``val_ds`` items are dicts ``{"blurry", "sharp": float32 [3,H,W] in [0,1], "u": scalar,
-    "severity": blurry-input PSNR (dB)}``. ``out_dir`` is the run folder (``log.jsonl``, ``run.json``,
-    ``best.safetensors``, ``last/checkpoint.safetensors``, ``export/``). The recipe is the card's ``training``
+    ``train_ds`` / ``val_ds`` items are samples of the kind the architecture's training wrapper consumes
+    (:mod:`facedeblur.data.kinds`; a dataset declares its own in a ``kind`` attribute, default ``moments``):
+    dicts of float32 [3,H,W] images in [0,1] such as ``blurry`` and ``sharp`` (plus e.g. ``u``), and optionally
+    ``severity``, the blurry-input PSNR (dB) that bins the validation table. ``out_dir`` is the run folder
+    (``log.jsonl``, ``run.json``, ``best.safetensors``, ``last/checkpoint.safetensors``, ``export/``). The recipe is the card's ``training``
     section updated by ``config`` then ``recipe_overrides``; ``arch_overrides`` change the generator kwargs.
     ``options`` are :class:`TrainOptions` fields (``max_steps``, ``val_every``, ``seed``, ``resume``, ...).
     ``shutdown=True`` leaves the process group after the run (the CLI does this).

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cards import ModelCard
 from ..errors import WeightsIntegrityError, WeightsNotAvailableError
-from ..models._registry import ModelCard
 from .store import atomic_path, atomic_write_bytes, check_state_dict, sha256_file
 
 __all__ = ["save_pretrained", "push_to_hub", "render_model_card", "FOLDER_FILES"]

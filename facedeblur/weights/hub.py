@@ -18,9 +18,9 @@ import sys
 from importlib import resources
 from typing import Any
 
+from ..cards import ModelCard, WeightsSpec
 from ..errors import (ModelNotFoundError, WeightsIntegrityError, WeightsMismatchError,
                       WeightsNotAvailableError)
-from ..models._registry import ModelCard, WeightsSpec
 from .store import load_state_dict_strict, read_state_dict
 
 __all__ = ["resolve_weights", "load_pretrained_into", "card_from_source", "download", "hub_download",
@@ -277,7 +277,7 @@ def _card_from_config(data: Any, source: str, weights: WeightsSpec, where: str) 
                                  f"{__version__} does not have ({e}); upgrade facedeblur.") from None
     data = {k: v for k, v in data.items() if k != "source"}
     try:
-        card = ModelCard.from_dict(data, source=source)
+        card = ModelCard.from_dict(data, source=source, task_of=lambda arch: get_arch(arch).task)
     except (TypeError, ValueError) as e:
         raise ModelNotFoundError(f"{where} is not a valid facedeblur model config: {e}") from None
     return dataclasses.replace(card, weights=weights)

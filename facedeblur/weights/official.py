@@ -1,4 +1,9 @@
-"""Importer for the CFMD-GAN authors' released generator (``dolphin0104/CFMDGAN``, ``model_best.pth``).
+"""Importers of the authors' released checkpoints, registered per method (``facedeblur import-official METHOD``).
+
+:func:`register_importer` records a converter under the method's command-line name with its architecture and
+default variant; :func:`list_importers` / :func:`get_importer` are what the CLI offers. Registered here: CFMD-GAN.
+
+The CFMD-GAN importer converts the authors' released generator (``dolphin0104/CFMDGAN``, ``model_best.pth``).
 
 The checkpoint is a PyTorch zip-format pickle. It is read **without** ``torch.load``: a restricted
 unpickler rebuilds tensors from the archive's ``data/`` records and refuses every Python global that a
@@ -29,7 +34,8 @@ from .export import _reference_state_dict, save_pretrained
 from .store import check_state_dict, sha256_file
 
 __all__ = ["import_cfmd_gan_official", "read_torch_zip_checkpoint", "map_official_cfmd_keys", "UnsafeCheckpointError",
-           "OFFICIAL_REPO", "OFFICIAL_LICENSE"]
+           "OFFICIAL_REPO", "OFFICIAL_LICENSE", "OfficialImporter", "register_importer", "get_importer",
+           "list_importers"]
 
 OFFICIAL_REPO = "https://github.com/dolphin0104/CFMDGAN"
 OFFICIAL_LICENSE = ("weights by the CFMD-GAN authors (Lee, Han, Heo), no licence stated (the official repository has "
@@ -38,6 +44,56 @@ OFFICIAL_LICENSE = ("weights by the CFMD-GAN authors (Lee, Han, Heo), no licence
 
 class UnsafeCheckpointError(WeightsIntegrityError):
     """A pickle references a Python global outside the tensor-only allow-list (it was not executed)."""
+
+
+# ----------------------------------------------------------------------------------------------- importer registry
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialImporter:
+    """A converter of one method's released checkpoint into a facedeblur model folder.
+
+    ``convert(pth_path, out_dir, variant=..., overwrite=...)`` returns the folder; ``method`` is the name
+    ``facedeblur import-official`` takes, ``architecture`` the registered architecture it produces,
+    ``default_variant`` the zoo variant used when none is given, ``source`` where the checkpoint is published.
+    """
+
+    method: str
+    architecture: str
+    default_variant: str
+    convert: Callable[..., pathlib.Path]
+    source: str = ""
+
+
+_IMPORTERS: dict[str, OfficialImporter] = {}
+
+
+def register_importer(method: str, *, architecture: str, default_variant: str,
+                      source: str = "") -> Callable[[Callable[..., pathlib.Path]], Callable[..., pathlib.Path]]:
+    """Decorator registering ``fn(pth_path, out_dir, variant=..., *, overwrite=False) -> folder`` as the
+    official-checkpoint importer of ``method`` (a family name such as ``cfmd-gan``)."""
+
+    def deco(fn: Callable[..., pathlib.Path]) -> Callable[..., pathlib.Path]:
+        if method in _IMPORTERS and _IMPORTERS[method].convert is not fn:
+            raise ValueError(f"official importer {method!r} is registered twice")
+        _IMPORTERS[method] = OfficialImporter(method, architecture, default_variant, fn, source)
+        return fn
+
+    return deco
+
+
+def list_importers() -> list[str]:
+    """Methods whose released checkpoints can be imported."""
+    return sorted(_IMPORTERS)
+
+
+def get_importer(method: str) -> OfficialImporter:
+    """The importer of ``method``; :class:`WeightsNotAvailableError` listing the importable methods if none."""
+    try:
+        return _IMPORTERS[method]
+    except KeyError:
+        raise WeightsNotAvailableError(f"no official-checkpoint importer for {method!r}; importable: "
+                                       f"{', '.join(list_importers()) or 'none'}") from None
 
 
 # ----------------------------------------------------------------------------------------------- reader
@@ -354,6 +410,7 @@ def _official_arch(sd: dict[str, torch.Tensor]) -> tuple[int | None, int | None]
     return width, (max(blocks) + 1 if blocks else None)
 
 
+@register_importer("cfmd-gan", architecture="cfmd_gan", default_variant="cfmd-gan.paper", source=OFFICIAL_REPO)
 def import_cfmd_gan_official(pth_path: str | os.PathLike, out_dir: str | os.PathLike, variant: str = "cfmd-gan.paper",
                              *, overwrite: bool = False) -> pathlib.Path:
     """Convert the authors' ``model_best.pth`` into a facedeblur model folder (``facedeblur import-official``).
