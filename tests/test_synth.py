@@ -84,6 +84,17 @@ def test_sharp_schedule_without_degradations_is_the_identity() -> None:
     assert m.kind == "none" and np.array_equal(b, img) and np.array_equal(s, img)
 
 
+def test_identity_sharp_makes_sharp_samples_identity_pairs() -> None:
+    cfg = SynthConfig(sharp_fraction=1.0, near_sharp_fraction=0.0, noise_fraction=1.0, jpeg_fraction=1.0)
+    img = _face()
+    b, s, _, _ = synth_sample(np.random.default_rng(0), img, cfg)
+    assert np.array_equal(s, img) and not np.array_equal(b, img)  # default: the clean image is the target
+    b2, s2, _, _ = synth_sample(np.random.default_rng(0), img, SynthConfig(**{**cfg.to_dict(), "identity_sharp": True}))
+    assert np.array_equal(b2, b) and np.array_equal(s2, b2)  # same draws; the target is the degraded input
+    with pytest.raises(InputError, match="identity_sharp"):
+        SynthConfig(identity_sharp=1)
+
+
 def test_degrade_noise_and_jpeg_change_only_the_input() -> None:
     img = _face().astype(np.float32)
     cfg = SynthConfig(noise_fraction=1.0, jpeg_fraction=1.0, noise_sigma=(2.0, 2.0), jpeg_quality=(70, 70))

@@ -22,7 +22,8 @@ straight or symmetric path it is the temporal middle p(1/2) itself. Not in any p
 60-95 on a fraction of samples, as real photos have. The target stays clean.
 
 **Severity schedule.** ``sharp_fraction`` samples have no motion (input = target up to the degradations) and
-``near_sharp_fraction`` a 0.5-3 px path, so a network learns to leave sharp faces alone; the rest draw the extent
+``near_sharp_fraction`` a 0.5-3 px path, so a network learns to leave sharp faces alone (with ``identity_sharp``
+the target of a sharp sample is its degraded input itself: leave it exactly alone); the rest draw the extent
 log-uniformly in ``extent``. :func:`severity_histogram` measures the blurry-input PSNR distribution this gives.
 """
 from __future__ import annotations
@@ -58,6 +59,10 @@ class SynthConfig:
     jpeg_fraction: float = 0.3
     jpeg_quality: tuple[int, int] = (60, 95)
     centre_fraction: float = 0.5  # u = 0.5 (the centroid moment) with this probability, else u ~ U[0, 1]
+    # sharp samples (no motion): the target is the clean image (False) or the degraded input itself (True: a sharp
+    # photo's noise and JPEG are part of it, so a sharp input is to be left exactly alone; scores against a real
+    # photo's ground truth, which carries its own noise and compression, reward that)
+    identity_sharp: bool = False
 
     def __post_init__(self) -> None:
         for name in ("sharp_fraction", "near_sharp_fraction", "head_fraction", "noise_fraction", "jpeg_fraction",
@@ -77,6 +82,8 @@ class SynthConfig:
             raise InputError(f"synth.jpeg_quality must lie in [1, 100], got {self.jpeg_quality!r}")
         if self.extent[0] <= 0 or self.near_sharp_extent[0] <= 0:
             raise InputError("synth extents must be > 0 px (use sharp_fraction for no motion)")
+        if not isinstance(self.identity_sharp, bool):
+            raise InputError(f"synth.identity_sharp must be true or false, got {self.identity_sharp!r}")
         if self.face_size < 16 or self.head_subframes < 2 or self.head_rotation_deg < 0 or self.head_scale < 0:
             raise InputError(f"synth: face_size >= 16, head_subframes >= 2, head_rotation_deg and head_scale >= 0 "
                              f"required; got {self.face_size}, {self.head_subframes}, {self.head_rotation_deg}, "
@@ -274,6 +281,8 @@ def synth_sample(rng: np.random.Generator, sharp: np.ndarray, cfg: SynthConfig, 
         u = 0.5 if rng.random() < cfg.centre_fraction else float(rng.random())
     blurry, info = degrade(rng, render(sharp, motion), cfg)
     motion.info.update(info)
+    if motion.kind == "none" and cfg.identity_sharp:
+        return blurry, blurry.copy(), float(u), motion
     return blurry, moment(sharp, motion, u), float(u), motion
 
 
