@@ -345,6 +345,26 @@ def test_trainer_validation_uses_blurry_and_output(tmp_path, data):
     assert rounded["psnr"] == pytest.approx(expected, abs=1e-5)
 
 
+def test_validation_summarised_per_source(tmp_path, data):
+    """A validation set that names each item's source (InterleavedSet) gets one table per source as well."""
+    from facedeblur.data.strong import InterleavedSet
+
+    tr = _trainer(tmp_path, data)
+    val = data[1]
+    half = len(val) // 2
+    sub_a = torch.utils.data.Subset(val, range(half))
+    sub_b = torch.utils.data.Subset(val, range(half, len(val)))
+    tr.val_ds = InterleavedSet([sub_a, sub_b], ["a", "b"])
+    table = tr.validate()
+    assert set(table["sources"]) == {"a", "b"}
+    assert table["sources"]["a"]["n"] == half and table["sources"]["b"]["n"] == len(val) - half
+    n = table["n"]
+    mean = (table["sources"]["a"]["psnr"] * half + table["sources"]["b"]["psnr"] * (len(val) - half)) / n
+    assert table["psnr"] == pytest.approx(mean, abs=1e-9)
+    tr.val_ds = val
+    assert "sources" not in tr.validate()
+
+
 def test_validation_logged_best_kept_and_export(tmp_path, data, monkeypatch):
     import facedeblur.weights as weights_mod
 
@@ -360,7 +380,7 @@ def test_validation_logged_best_kept_and_export(tmp_path, data, monkeypatch):
     assert [v["step"] for v in vals] == [2, 4] and all(set(v["bins"]) == {"<28", "28-32", "32-36", ">=36"}
                                                        for v in vals)
     assert [r["step"] for r in log if r["type"] == "train"] == [1, 2, 3, 4]
-    assert all("samples_per_s" in r and "g_pix" in r for r in log if r["type"] == "train")
+    assert all("samples_per_s" in r and "g_pix" in r and r["data_wait_s_per_step"] >= 0 for r in log if r["type"] == "train")
     best_step = max(vals, key=lambda v: v["psnr_gain"])["step"]
     assert res.best["step"] == best_step and res.best["worst_bin"] in res.best["bins"]
     best = load_file(str(tmp_path / "run" / "best.safetensors"))

@@ -555,7 +555,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, Any] | None:
         """PSNR/SSIM of the output (rounded to 8 bits) and of the blurry input vs sharp, overall and by severity
-        bin (rank 0)."""
+        bin (rank 0). A validation set with ``source(i)`` (e.g. :class:`facedeblur.data.strong.InterleavedSet`:
+        synthetic and video items) is also summarised per source, under ``"sources"``."""
         if self.val_ds is None or len(self.val_ds) == 0:  # type: ignore[arg-type]
             return None
         ds = self.val_ds
@@ -590,7 +591,13 @@ class Trainer:
                                  "ssim_blurry": float(s_b[i]), "severity": float(sev[i])})
         finally:
             model.train(was_training)
-        return summarize(rows)
+        table = summarize(rows)
+        source = getattr(self.val_ds, "source", None)
+        if callable(source):
+            names = [str(source(i)) for i in range(len(rows))]
+            table["sources"] = {n: summarize([r for r, m in zip(rows, names) if m == n])
+                                for n in dict.fromkeys(names)}
+        return table
 
     def _save_best(self, table: Mapping[str, Any]) -> None:
         model = self._eval_model()
@@ -613,6 +620,8 @@ class Trainer:
         note = f"{self.method.validation_note}; " if self.method.validation_note else ""
         tqdm.write(f"[step {self.step}] validation ({note}severity = blurry PSNR){' *best*' if improved else ''}"
                    f"\n{format_table(table)}")
+        for name, sub in table.get("sources", {}).items():
+            tqdm.write(f"  source {name}:\n{format_table(sub)}")
 
     # ---------------------------------------------------------------------------------- export
 
@@ -696,12 +705,14 @@ class Trainer:
                 bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and opt.progress),
                            desc=self.card.name, dynamic_ncols=True, unit="it")
                 sums: dict[str, torch.Tensor] = {}
-                n_sum, t_win, checked = 0, time.monotonic(), False
+                n_sum, t_win, checked, t_data = 0, time.monotonic(), False, 0.0
                 self.g.train()
                 if self.d is not None:
                     self.d.train()
                 while self.step < self.total_steps:
+                    t_wait = time.monotonic()
                     batch = next(it)
+                    t_data += time.monotonic() - t_wait  # time the step waited for data (0 when workers keep up)
                     if not checked:
                         self._check_batch(batch, self.method.sample_kind, "training batch")
                         checked = True
@@ -721,10 +732,11 @@ class Trainer:
                         rate = n_sum * self.global_batch / dt
                         if self.main:
                             self._log({"type": "train", "step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                       "lr": self.opt_g.param_groups[0]["lr"], "samples_per_s": rate, **avg})
+                                       "lr": self.opt_g.param_groups[0]["lr"], "samples_per_s": rate,
+                                       "data_wait_s_per_step": t_data / n_sum, **avg})
                             shown = {k: f"{avg[k]:.4f}" for k in self.method.progress_parts if k in avg}
                             bar.set_postfix(**shown, sps=f"{rate:.1f}")
-                        sums, n_sum, t_win = {}, 0, time.monotonic()
+                        sums, n_sum, t_win, t_data = {}, 0, time.monotonic(), 0.0
                     if opt.val_every and self.step % opt.val_every == 0 and self.step < self.total_steps:
                         if self.main:
                             self._validate_and_track()
