@@ -625,10 +625,11 @@ def test_build_datasets(dataset, prepared, tmp_path):
     # the strong-blur engine: a mix of synthetic and window samples, validation interleaved
     mix, val_m = build_datasets(data, None, cache_dir=cache, prep=CFG, progress=False,
                                 recipe={**recipe, "synth_fraction": 0.5, "synth_val_count": 3,
-                                        "synth": {"extent": [2.0, 4.0]}})
+                                        "synth": {"extent": [2.0, 4.0], "identity_sharp": True}})
     assert isinstance(mix, MixedTrainSet) and isinstance(val_m, InterleavedSet) and mix.kind == "moments"
     assert mix.summary["synth_fraction"] == 0.5 and sum(mix.summary["severity_histogram"]["bins"].values()) == 300
     assert val_m.source(0) == "synth" and val_m.source(1) == "video" and len(val_m) == 3 + n_val
+    assert mix.parts[0].cfg.identity_sharp and not val_m.sets[0].cfg.identity_sharp  # validation: clean targets
     torch.manual_seed(0)
     assert mix[0]["sharp"].shape == (3, 32, 32)
 
