@@ -73,7 +73,6 @@ def _data_time(samples: int = 50) -> float:
     import tempfile
 
     import cv2
-    import numpy as np
     import torch
     from skimage.data import astronaut
 
@@ -90,7 +89,6 @@ def _data_time(samples: int = 50) -> float:
         for i in range(samples):
             ds[i]
         return (time.perf_counter() - t) / samples
-    return float(np.nan)
 
 
 def main(argv: list[str] | None = None) -> int:

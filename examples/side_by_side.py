@@ -1,6 +1,6 @@
 """The README example restored, side by side: blurry input | restored (u = 0.5) | sharp reference.
 
-Writes one PNG (three 256 px panels, 4x zoomed eye crops below each) and prints the PSNR of the blurry and of the
+Writes one PNG (three 256 px panels, each with its eye region enlarged to the panel width below it) and prints the PSNR of the blurry and of the
 restored face against the sharp crop, and the mean absolute change of the pixels.
 
     python examples/side_by_side.py --model cfmd-gan --out docs/images/readme_example.png

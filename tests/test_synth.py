@@ -252,3 +252,12 @@ def test_unpaired_dataset_items(tmp_path) -> None:
     assert item["real_blurry"].shape == (3, 32, 32)
     with pytest.raises(DataError, match="real blurry"):
         UnpairedSet(SharpPool(stills, face_size=48), [], crop=32, epoch_samples=1)
+
+
+def test_recipe_synth_must_be_a_mapping_without_face_size() -> None:
+    from facedeblur.train.recipes import RecipeError, resolve_recipe
+
+    with pytest.raises(RecipeError, match="must be a mapping"):
+        resolve_recipe({}, {"synth": [1, 2]})
+    with pytest.raises(RecipeError, match="face_size"):
+        resolve_recipe({}, {"synth": {"face_size": 128}})

@@ -31,11 +31,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..metrics.severity import SEVERITY_BINS, severity_bin
 from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
 from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
 from .sources import Clip, find_clips, iter_frames
+from .strong import InterleavedSet, MixedTrainSet, SharpPool, SynthTrainSet, SynthValSet, split_stills
+from .synth import SynthConfig, format_histogram, severity_histogram
 
 __all__ = ["PrepConfig", "prepare_windows", "load_manifest", "WindowTrainSet", "WindowValSet", "build_datasets",
            "severity_bin", "SEVERITY_BINS", "default_cache_dir"]
@@ -448,8 +450,6 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     val_w = [w for w in windows if w["split"] == "val"]
     # a seeded shuffle, so that "the first K validation items" is a fair sample across identities
     val_w = [val_w[i] for i in np.random.default_rng(seed).permutation(len(val_w))][:max_val]
-    from .strong import split_stills
-
     # stills are split by file name (UTKFace has no identity labels); the kernel benchmark draws from the val side
     train_stills, val_stills = split_stills(_find_stills(data_dir), seed=prep.seed, val_percent=prep.val_percent)
     crop = int(training.get("crop", 256))
@@ -466,12 +466,9 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     windows_val = WindowValSet(root, val_w)
     if synth_fraction == 0:
         return windows_train, windows_val
-    from .strong import InterleavedSet, MixedTrainSet, SharpPool, SynthTrainSet, SynthValSet
-    from .synth import SynthConfig, format_histogram, severity_histogram
-
     try:
         cfg = SynthConfig.from_mapping({"face_size": prep.face_size, **dict(training.get("synth") or {})})
-    except Exception as exc:
+    except InputError as exc:
         raise DataError(f"training recipe 'synth': {exc}") from None
     frames = float(training.get("synth_frames", 0.4))
     pool = SharpPool(train_stills, root, train_w, face_size=prep.face_size, frame_fraction=frames)

@@ -107,7 +107,7 @@ class SynthConfig:
 class Motion:
     """A motion during one exposure: ``kind`` "shake" (``path``: (n, 2) px offsets) or "head" (``path``: (n, 4)
     rows of rotation deg, log-scale, dx, dy about the image centre), ordered so u = 0 is the start (see the module
-    docstring), in pixels of the image it was drawn for. "none" has an empty path."""
+    docstring), in pixels of the image it was drawn for. "none" (no motion) has a single zero pose."""
 
     kind: str
     path: np.ndarray

@@ -156,11 +156,16 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         elif k == "synth":  # the strong-blur engine's settings (facedeblur.data.synth.SynthConfig)
             from ..data.synth import SynthConfig
 
+            if not isinstance(v, Mapping):
+                raise RecipeError(f"recipe key 'synth' must be a mapping of strong-blur settings, got {v!r}")
+            if "face_size" in v:
+                raise RecipeError("recipe 'synth': face_size comes from the data engine (the model's face size); "
+                                  "remove it")
             try:
-                extra[k] = SynthConfig.from_mapping(v if isinstance(v, Mapping) else {"_": v}).to_dict()
+                extra[k] = SynthConfig.from_mapping(v).to_dict()
             except FaceDeblurError as exc:
                 raise RecipeError(f"recipe 'synth': {exc}") from None
-            extra[k].pop("face_size")
+            del extra[k]["face_size"]
         elif k == "synth_val_count":
             extra[k] = _positive(k, v, int)
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
