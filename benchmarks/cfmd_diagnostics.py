@@ -6,7 +6,7 @@ For validation windows (the same seeded subset as ``cfmd_quality.py --max-window
 training ones), at u = 0.5 against the FMR-middle frame, with the gate uncalibrated (off): the PSNR gain of the uint8 output, the RMS of the network's
 residual ``r = G(x) - x`` and of the true residual ``d = gt - x`` (grey levels), the least-squares scale
 ``<r, d> / <r, r>`` (median; 1 = the residual has the right size, < 1 too big, > 1 too small) and the input's
-sharpness (``layers.input_sharpness``). A network that tells blurred from sharp inputs has a residual RMS that
+sharpness (``cfmd_gan.input_sharpness``). A network that tells blurred from sharp inputs has a residual RMS that
 falls with severity; the rank correlations with the blurry input's PSNR are printed, and the static windows
 (>= 45 dB, frames that differ by compression noise only). ``--weights`` takes a ``save_pretrained`` folder, a
 ``.safetensors`` file or a training checkpoint (its EMA).
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from facedeblur.data import PrepConfig, load_manifest, prepare_windows
     from facedeblur.data.blur import average_frames
     from facedeblur.metrics.severity import severity_bin
-    from facedeblur.models.layers import input_sharpness, uncalibrated_state
+    from facedeblur.models.cfmd_gan import input_sharpness, uncalibrated_state
     from facedeblur.train.checkpoint import read_generator_state
     from facedeblur.weights import load_state_dict_strict
 

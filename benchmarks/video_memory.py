@@ -4,7 +4,7 @@ For each clip length in ``--seconds`` a synthetic clip is generated (``--height`
 scikit-image's public-domain astronaut photograph -- her face as a sprite, her suit (resized) as the background --
 with the face moving along a smooth Lissajous path and slowly zooming, placed with sub-pixel accuracy. The
 detector's landmarks get extra Gaussian noise (``--landmark-noise`` px, seeded) to emulate a noisier detector.
-Each clip is restored by :func:`facedeblur.faces.restore_video_file` in a **fresh subprocess**, and the parent
+Each clip is restored by :func:`facedeblur.restore_video_file` in a **fresh subprocess**, and the parent
 reports:
 
 * the child's peak resident memory (``ru_maxrss`` from ``os.wait4``), the child's peak before the video started
@@ -168,7 +168,8 @@ def _worker(cfg: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(int(cfg["threads"]))
-    from facedeblur.faces import MTCNN, restore_video_file
+    from facedeblur import restore_video_file
+    from facedeblur.faces import MTCNN
 
     if cfg["restorer"] == "identity":
         from facedeblur.models import get_card

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._version import __version__
 from .errors import (CapabilityError, DataError, FaceDeblurError, InputError, ModelNotFoundError, WeightsError,
                      WeightsIntegrityError, WeightsMismatchError, WeightsNotAvailableError)
+from .cards import ModelCard
 from .models import list_models
-from .models._registry import ModelCard
 
 if TYPE_CHECKING:  # annotations only: torch loads on first use
     import os
@@ -15,15 +16,17 @@ if TYPE_CHECKING:  # annotations only: torch loads on first use
 
     from .restore.deblurrer import Deblurrer
 
-__version__ = "0.1.0"
 
-__all__ = ["load", "Deblurrer", "restore_faces", "restore_video_file", "FaceRecord", "NoFaceWarning", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
+__all__ = ["load", "export_onnx", "Deblurrer", "restore_faces", "restore_video_file", "FaceRecord", "NoFaceWarning", "list_models", "model_info", "create_model", "ModelCard", "DeviceError",
            "BFloat16PerformanceWarning", "FaceDeblurError", "ModelNotFoundError",
            "WeightsError", "WeightsNotAvailableError", "WeightsIntegrityError", "WeightsMismatchError",
            "InputError", "CapabilityError", "DataError", "__version__"]
 
 
-_LAZY = {"Deblurrer": "deblurrer", "DeviceError": "device", "BFloat16PerformanceWarning": "device"}
+#: torch-heavy public names -> the module (under facedeblur) that defines them
+_LAZY = {"Deblurrer": "restore.deblurrer", "DeviceError": "restore.device",
+         "BFloat16PerformanceWarning": "restore.device", "restore_faces": "restore.photos",
+         "restore_video_file": "restore.photos", "export_onnx": "restore.deblurrer", "FaceRecord": "faces.pipeline", "NoFaceWarning": "faces.pipeline"}
 
 
 def __getattr__(name: str):
@@ -31,31 +34,24 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".restore.{_LAZY[name]}", __name__), name)
-    if name in ("restore_faces", "FaceRecord", "NoFaceWarning"):
-        from .faces import pipeline
-
-        return getattr(pipeline, name)
-    if name == "restore_video_file":
-        from .faces import video
-
-        return video.restore_video_file
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
-         ) -> Deblurrer:
+         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+         engine: str = "torch") -> Deblurrer:
     """A ready :class:`Deblurrer` for ``name`` with its trained weights (never random).
 
     ``device``: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``. ``dtype``: None
     (float32) or one of the card's ``capabilities.dtypes``. ``weights``: an explicit file or folder (else the
     embedded weights, else the Hugging Face Hub, cached in ``cache_dir``). Raises
-    :class:`WeightsNotAvailableError` when no trained weights exist. See :func:`facedeblur.restore.load`.
+    :class:`WeightsNotAvailableError` when no trained weights exist. ``engine="onnxruntime"`` (or a name
+    ``"onnx:FILE.onnx"``) runs the model on ONNX Runtime (CPU). See :func:`facedeblur.restore.load`.
     """
     from .restore.deblurrer import load as _load
 
-    return _load(name, device=device, dtype=dtype, weights=weights, cache_dir=cache_dir)
+    return _load(name, device=device, dtype=dtype, weights=weights, cache_dir=cache_dir, engine=engine)
 
 
 def model_info(name: str, cache_dir: str | os.PathLike | None = None) -> ModelCard:

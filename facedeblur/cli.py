@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import CapabilityError, FaceDeblurError, InputError
 
 __all__ = ["main", "build_parser"]
@@ -62,7 +62,8 @@ def _int_at_least(low: int, hint: str = ""):
 
 
 def _param_count(card: Any) -> int | None:
-    """Parameter count of the inference network, built on the meta device (no memory, no init)."""
+    """Parameter count of the inference network, built on the meta device (no memory, no init). Imports torch and
+    the model file: only ``list --params`` / ``info --params`` call it, so that plain ``list`` / ``info`` stay fast."""
     try:
         import torch
 
@@ -98,11 +99,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no models match {args.pattern!r}" + (f" with task {args.task}" if args.task else "")
               + (" with trained weights" if args.pretrained else ""), file=sys.stderr)
         return 0
-    rows = [("NAME", "TASK", "PARAMS", "WEIGHTS", "DEFAULT")]
+    rows = [("NAME", "TASK") + (("PARAMS",) if args.params else ()) + ("WEIGHTS", "DEFAULT")]
     for name in names:
         card = get_card(name)
-        rows.append((name, card.task, _fmt_params(_param_count(card)), "yes" if card.pretrained else "no",
-                     f"* ({card.family})" if card.default else ""))
+        params = (_fmt_params(_param_count(card)),) if args.params else ()
+        rows.append((name, card.task) + params + ("yes" if card.pretrained else "no",
+                                                   f"* ({card.family})" if card.default else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -123,7 +125,8 @@ def _quality_text(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or json.dumps(summary, default=str)
 
 
-def _card_text(card: Any) -> str:
+def _card_text(card: Any, params: bool = False) -> str:
+    """The card as text; ``params``: with the network's parameter count (builds it on the meta device: torch)."""
     caps, inp, p = card.capabilities, card.input, card.paper
     lines = [f"{card.name}" + (f"  (default variant of {card.family})" if card.default else "")]
 
@@ -134,8 +137,9 @@ def _card_text(card: Any) -> str:
     add("task", card.task)
     add("description", " ".join(str(card.description).split()))
     add("architecture", f"{card.architecture} " + ", ".join(f"{k}={v}" for k, v in card.arch_kwargs.items()))
-    n_params = _param_count(card)
-    add("parameters", f"{n_params:,}" if n_params is not None else "?")
+    if params:
+        n_params = _param_count(card)
+        add("parameters", f"{n_params:,}" if n_params is not None else "?")
     add("paper", ", ".join(x for x in (f'"{p.title}"' if p.title else "", p.authors, p.venue,
                                         f"arXiv {p.arxiv}" if p.arxiv else "") if x))
     add("paper url", p.url)
@@ -182,9 +186,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     card = get_card(args.name)
     if args.json:
-        print(json.dumps(card.to_dict(), indent=2, default=str))
+        doc = card.to_dict()
+        if args.params:
+            doc["parameters"] = _param_count(card)
+        print(json.dumps(doc, indent=2, default=str))
     else:
-        print(_card_text(card))
+        print(_card_text(card, params=args.params))
     return 0
 
 
@@ -316,8 +323,8 @@ def _restore_gfpgan(deblurrer: Any, img: Any, src: Path, out: Path, rel: Path, a
     import numpy as np
 
     from .faces.align import crop_style_for
-    from .faces.pipeline import restore_faces
     from .restore import write_image
+    from .restore.photos import restore_faces
 
     t0 = time.perf_counter()
     model = _Timed(deblurrer, args.batch_size)
@@ -400,11 +407,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .faces.video import VIDEO_EXTENSIONS, is_video, restore_video_file
+    from .faces.video import VIDEO_EXTENSIONS, is_video
     from .models import get_card
-    from .restore import IMAGE_EXTENSIONS, load, read_image, write_image
+    from .restore import IMAGE_EXTENSIONS, load, read_image, restore_video_file, write_image
 
-    card = get_card(args.model)
+    if args.model.startswith("onnx:"):
+        from .restore.onnx import read_onnx_card
+
+        card = read_onnx_card(args.model[len("onnx:"):])[0]
+    else:
+        card = get_card(args.model)
     if (args.u is not None or args.moments is not None) and not card.capabilities.continuous_u:
         flag = "--u" if args.u is not None else "--moments"
         raise CapabilityError(f"model {card.name!r} has no control factor u; drop {flag}")
@@ -461,7 +473,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if opts and faces is False and not gfpgan:
         raise InputError("--only-center-face, --blend and --color-match apply to the face pipeline; drop them or "
                          "--faces off")
-    deblurrer = load(args.model, device=args.device, dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir)
+    deblurrer = load(args.model, device=args.device, dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir,
+                     engine=args.engine)
     written = 0
     for src, dsts in tqdm(planned, desc=f"restore {card.name}", unit="img", disable=args.quiet or not planned):
         with _Notes():
@@ -509,6 +522,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .models import get_arch, get_card
     from .weights import load_pretrained_into, push_to_hub, save_pretrained
 
+    if args.format == "onnx":
+        if args.push or args.dtype:
+            raise CapabilityError("--push and --dtype apply to the safetensors folder; an ONNX export is float32 "
+                                  "and stays local")
+        from .restore.deblurrer import export_onnx, load as load_model
+
+        d = load_model(args.name, device="cpu", weights=args.weights, cache_dir=args.cache_dir)
+        target = Path(args.out_dir) / f"{d.card.name}.onnx"
+        if target.exists() and args.overwrite:
+            target.unlink()
+        path = export_onnx(d, target)
+        print(path)
+        return 0
     card = get_card(args.name)
     model = get_arch(card.architecture).builder(**card.arch_kwargs)
     load_pretrained_into(model, card, weights=args.weights, cache_dir=args.cache_dir)
@@ -586,11 +612,17 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", metavar="PATTERN", help="glob on names or families")
     p.add_argument("--task", choices=("image", "image-continuous", "video", "pipeline"))
     p.add_argument("--pretrained", action="store_true", help="only models with trained weights")
+    p.add_argument("--params", action="store_true",
+                   help="add a PARAMS column (builds each network on the meta device, which loads torch: slower)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", parents=[common], help="show a model card")
+    p = sub.add_parser("info", parents=[common], help="show a model card",
+                       description="Show a model card, read from its zoo config (or config.json) without building "
+                                   "the network.")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="the card as JSON")
+    p.add_argument("--params", action="store_true",
+                   help="add the parameter count (builds the network on the meta device, which loads torch: slower)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("restore", parents=[common], help="restore images, photos and videos",
@@ -602,7 +634,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (or, for one input file, an output file name: out.png, out.mp4)")
-    p.add_argument("--model", required=True, metavar="NAME", help="zoo name, hf-hub:ORG/REPO or local-dir:PATH")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="zoo name, hf-hub:ORG/REPO, local-dir:PATH or onnx:FILE.onnx")
+    p.add_argument("--engine", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the model on PyTorch (default) or ONNX Runtime (CPU, float32; exported once and cached; "
+                        "needs the onnx extra)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--u", type=_in_unit_interval("u", "u runs from 0 (start of exposure) to 1 (end)"), metavar="U",
                    help="moment in [0, 1] (continuous models; default: card)")
@@ -655,6 +691,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the Hub repository private")
     p.add_argument("--cache-dir", metavar="DIR")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
+    p.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                   help="safetensors folder (default), or DIR/NAME.onnx: one ONNX graph with u as an input, dynamic "
+                        "batch and size, checked against PyTorch (needs the onnx extra)")
     p.set_defaults(func=cmd_export)
 
     _add_import_official(sub, common, argv)
@@ -663,21 +702,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     add_bench_parser(sub, common)
 
-    if _wants_train(argv):
-        try:
-            from .train import add_train_arguments, run_from_args
-        except ImportError as e:
-            p = sub.add_parser("train", parents=[common], help="train a model")
-            p.add_argument("rest", nargs=argparse.REMAINDER)
+    from .batch.cli import add_parser as add_batch_parser  # argparse only; the batch engine loads when it runs
 
-            def unavailable(_: argparse.Namespace, err: ImportError = e) -> int:
-                raise FaceDeblurError(f"training is not available in this install ({err})")
+    add_batch_parser(sub, common)
 
-            p.set_defaults(func=unavailable)
-        else:
-            p = sub.add_parser("train", parents=[common], help="train a model")
-            add_train_arguments(p)
-            p.set_defaults(func=run_from_args)
+    if _wants_train(argv):  # a broken facedeblur.train fails here, loudly (it imports no optional package)
+        from .train import add_train_arguments, run_from_args
+
+        p = sub.add_parser("train", parents=[common], help="train a model")
+        add_train_arguments(p)
+        p.set_defaults(func=run_from_args)
     else:
         sub.add_parser("train", help="train a model (see 'facedeblur train --help')")
     return parser

@@ -189,6 +189,46 @@ def test_local_dir_model_runs(manifest, tmp_path, lite_random_folder):
     assert res["n"] == 1 and res["moments"]["ALL"]["pairs"] == 3
 
 
+def test_run_quality_takes_model_names_and_deblurrers(manifest, tmp_path, lite_random_folder):
+    """The benchmark API takes a model wherever it takes one: run_quality accepts a model name and a loaded
+    Deblurrer next to Method rows, and scores them exactly like the Method built from the same weights."""
+    import facedeblur
+
+    folder, model = lite_random_folder  # RANDOM-INIT weights: mechanics only
+    small = dict(manifest, samples=[s for s in manifest["samples"] if s["id"] in ("pravg/w1", "kernel/k0")])
+    small["sha256"] = D.manifest_sha256(small["samples"])
+    loaded = facedeblur.load(f"local-dir:{folder}", device="cpu")
+    doc = R.run_quality(small, [f"local-dir:{folder}", loaded] + R.baseline_methods("blurry"), tmp_path / "mix",
+                        OPTS)
+    rows = doc["sets"]["kernel"]["methods"]
+    by_name = rows[f"local-dir:{folder}"]["groups"]["all"]["psnr"]
+    by_object = rows[loaded.card.name]["groups"]["all"]["psnr"]
+    assert by_name == pytest.approx(by_object) and "blurry" in rows
+    (m,) = R.model_methods([loaded])
+    assert m.status == "ok" and m.weights_sha256 == R.state_sha256(model)
+    with pytest.raises(Exception, match="model names or facedeblur Deblurrers"):
+        R.model_methods([object()])
+
+
+def test_evaluate_windows_takes_a_model_name_or_a_deblurrer(lite_random_folder):
+    """benchmark.quality.evaluate_windows (the quality-bar evaluator) takes a model like everything else."""
+    import facedeblur
+    from facedeblur.benchmark.quality import evaluate_windows
+
+    folder, _ = lite_random_folder
+    frames = np.stack([np.roll(_astronaut(48), 2 * t, axis=1)[8:40, 8:40] for t in range(5)])
+    loaded = facedeblur.load(f"local-dir:{folder}", device="cpu")
+
+    def fn(blurry, us):
+        return np.stack(loaded.restore_moments(blurry, us=list(us)))
+
+    ref = evaluate_windows(fn, [frames], progress=False)
+    for model in (f"local-dir:{folder}", loaded):
+        got = evaluate_windows(model, [frames], progress=False)
+        assert got["centre"][0]["psnr"] == pytest.approx(ref["centre"][0]["psnr"])
+        assert got["moments"] == ref["moments"]
+
+
 def test_refuses_other_manifest_or_options(manifest, full_run, tmp_path):
     other = make_manifest(tmp_path / "s2", n_windows=4)
     with pytest.raises(D.ManifestMismatchError):
@@ -265,12 +305,17 @@ def test_nice_ticks_cover_the_range():
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def test_cli_bench_quality_and_compare(tmp_path, capsys):
+def test_cli_bench_quality_and_compare(tmp_path, capsys, monkeypatch):
+    """``facedeblur bench quality`` / ``compare`` end to end. The real set crops the faces of its videos with the
+    data engine's default landmark detector (dlib, an optional extra); the test swaps in test_bench_data's
+    template-matching detector so that it runs, and means the same, with or without dlib."""
+    import facedeblur.data.landmarks as landmarks
     from facedeblur.cli import main
 
-    from test_bench_data import make_data
+    from test_bench_data import FakeDetector, make_data
 
     media = make_data(tmp_path / "data")
+    monkeypatch.setattr(landmarks, "default_detector", lambda: FakeDetector(media["face"]))
 
     def args(k: int, out: str) -> list[str]:
         return ["bench", "quality", "--data", str(media["root"]), "--sets", "kernel,real", "--split", "all",

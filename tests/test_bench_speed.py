@@ -1,6 +1,7 @@
 """Speed runner (facedeblur.benchmark.speed): rows, FLOP counting, peak, report files. Tiny random-init models."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 
@@ -90,6 +91,23 @@ def test_zoo_spec_without_weights_is_random_init_for_speed_only():
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_names_and_deblurrers_are_accepted(tmp_path):
+    """run_speed takes model names and loaded Deblurrers as well as ModelSpecs (the benchmark API accepts a model
+    wherever it takes one)."""
+    from facedeblur.models import get_card
+    from facedeblur.restore.deblurrer import Deblurrer
+
+    d = Deblurrer(tiny_model(), dataclasses.replace(get_card("cfmd-gan.lite"), name="tiny-loaded"))
+    cfg = S.SpeedConfig(sizes=(16,), batches=(1,), warmup=0, repeats=1, isolate=False, peak_n=64)
+    doc = S.run_speed(["cfmd-gan.paper", d], cfg, progress=False)
+    rows = {r["model"]: r for r in doc["rows"]}
+    assert set(rows) == {"cfmd-gan.paper", "tiny-loaded"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["tiny-loaded"]["params"] == sum(p.numel() for p in d.model.parameters())
+    assert rows["tiny-loaded"]["weights"].startswith("loaded Deblurrer")
+    with pytest.raises(facedeblur.InputError, match="ModelSpec, a model name or a facedeblur Deblurrer"):
+        S.run_speed([object()], cfg, progress=False)
+
+
 def test_zoo_spec_with_weights_times_the_trained_model():
     if not facedeblur.model_info("cfmd-gan.lite").pretrained:
         pytest.skip("no embedded cfmd-gan.lite weights in this tree")
@@ -99,9 +117,23 @@ def test_zoo_spec_with_weights_times_the_trained_model():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
 
 
-def test_matmul_peak_counts_2n3():
-    p = S.matmul_peak("cpu", "fp32", n=64, repeats=2)
-    assert p["gflops"] == pytest.approx(2 * 64 ** 3 / p["best_s"] / 1e9)
+def test_matmul_peak_is_torchs_flop_count_over_the_fastest_repeat():
+    """The peak divides the FLOPs of one n x n matmul -- as torch's own FlopCounterMode counts them, not the
+    implementation's formula -- by the fastest timed repeat. A scripted clock makes the repeats take 0.5, 0.2 and
+    0.3 s: the answer must use 0.2 s (not the mean, the first, or the untimed warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n = 48
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.mm(torch.ones(n, n), torch.ones(n, n))
+    flops = counter.get_total_flops()
+    ticks = iter([0.0, 0.5, 1.0, 1.2, 2.0, 2.3])  # (start, stop) of each timed repeat
+
+    p = S.matmul_peak("cpu", "fp32", n=n, repeats=3, clock=lambda: next(ticks))
+    assert next(ticks, None) is None  # the clock was read exactly twice per repeat
+    assert p["n"] == n and p["best_s"] == pytest.approx(0.2)
+    assert p["gflops"] == pytest.approx(flops / 0.2 / 1e9)
 
 
 @pytest.mark.slow

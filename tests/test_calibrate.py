@@ -256,8 +256,9 @@ def test_quantised_calibration_scores_the_8bit_output():
 
 
 def test_old_import_paths_still_work():
-    """The gate moved to models.cfmd_gan and the calibration to train.methods.cfmd_gan_calibrate; the old paths
-    (used by commands in the docs and by benchmarks/) resolve to the same objects."""
+    """The calibration moved to train.methods.cfmd_gan_calibrate; the old path (used by commands in the docs)
+    resolves to the same objects. (The gate names that moved to models.cfmd_gan are imported from there: the
+    alias in models.layers made layers and cfmd_gan import each other, see tests/test_import_graph.py.)"""
     import subprocess
     import sys
 
@@ -266,9 +267,7 @@ def test_old_import_paths_still_work():
     from facedeblur.train.methods import cfmd_gan_calibrate as new
 
     for name in ("ResidualGate", "uncalibrated_state", "input_sharpness", "GATE_FEATURES"):
-        assert getattr(layers, name) is getattr(cfmd_gan, name)
-    with pytest.raises(AttributeError, match="no_such_block"):
-        layers.no_such_block  # noqa: B018
+        assert hasattr(cfmd_gan, name) and not hasattr(layers, name)
     for name in shim.__all__:
         assert getattr(shim, name) is getattr(new, name)
     r = subprocess.run([sys.executable, "-m", "facedeblur.train.calibrate", "--help"], capture_output=True,

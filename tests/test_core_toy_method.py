@@ -239,6 +239,25 @@ def test_toy_gan_trains_resumes_bit_for_bit_validates_and_exports(toy, tmp_path,
         d.restore(img, u=0.5)
 
 
+def test_resume_with_a_changed_learning_rate_and_decay_uses_the_new_recipe(toy, tmp_path, data, capsys):
+    first = Trainer(toy_card(), data[0], data[1], out_dir=tmp_path / "run",
+                    options=TrainOptions(**{**FAST, "max_steps": 2, "val_every": 0, "ckpt_every": 0}))
+    assert first.run().step == 2  # one epoch: lr 1e-3 * 0.99
+    card = toy_card(optimizer={"name": "adam", "lr": 2e-3, "betas": [0.5, 0.999]}, lr_decay_per_epoch=0.9)
+    second = Trainer(card, data[0], data[1], out_dir=tmp_path / "run",
+                     options=TrainOptions(**{**FAST, "max_steps": 4, "val_every": 0, "ckpt_every": 0}))
+    assert second.step == 2 and "continuing at lr" in capsys.readouterr().out
+    for opt in (second.opt_g, second.opt_d):  # the decay so far is kept, the base rate is the new one
+        assert opt.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.99)
+    second.run()
+    assert second.opt_g.param_groups[0]["lr"] == pytest.approx(2e-3 * 0.99 * 0.9)  # the new decay from then on
+    # an unchanged recipe restores the checkpoint's rate exactly, without a note
+    third = Trainer(card, data[0], data[1], out_dir=tmp_path / "run",
+                    options=TrainOptions(**{**FAST, "max_steps": 4, "val_every": 0, "ckpt_every": 0}))
+    assert third.opt_g.param_groups[0]["lr"] == second.opt_g.param_groups[0]["lr"]
+    assert "continuing at lr" not in capsys.readouterr().out
+
+
 def test_toy_supervised_has_no_discriminator_and_learns(toy, tmp_path, data):
     tr = _trainer(tmp_path, data, max_steps=0, gan=False)
     assert not tr.gan and tr.d is None and tr.opt_d is None
@@ -341,3 +360,83 @@ def test_generic_modules_name_no_method():
                     if re.search("cfmd", line, re.IGNORECASE)] for name in generic}
     assert not {k: v for k, v in found.items() if v}, found
     assert re.search("cfmd", (root / "methods" / "cfmd_gan.py").read_text(), re.IGNORECASE)  # the check can fail
+
+
+# ------------------------------------------------------------------------------------------ a clip method
+
+
+class ToyClipNet(nn.Module):
+    """(N, T, 3, H, W) frames -> the centre frame plus a learned residual of the frames' mean (no resampling)."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dim() == 5 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0  # padded to the card's multiple
+        return x[:, x.shape[1] // 2] + self.body(x.mean(dim=1))
+
+
+class ToyClipMethod(TrainingMethod):
+    """Charbonnier between the restored centre frame and the sharp centre frame of a clip."""
+
+    sample_kind = "clip"
+
+    def train_step(self, batch: Mapping[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        b, s = batch["blurry"], batch["sharp"]
+        loss = charbonnier(self.adapter(ctx.g, b, None), s[:, s.shape[1] // 2])
+        ctx.backward("g", loss)
+        return {"g_pix": loss.detach(), "g_total": loss.detach()}
+
+
+class BlurredClips(Dataset):
+    """T = 3 frames of content moving 1 px per frame, each box-blurred: 16 x 18, or with ``odd`` 15 x 17 (which
+    validation must pad to the card's multiple of 2)."""
+
+    kind = "clip"
+
+    def __init__(self, n: int, seed: int, odd: bool = False) -> None:
+        g = torch.Generator().manual_seed(seed)
+        h, w = (15, 17) if odd else (16, 18)
+        base = F.avg_pool2d(torch.rand(n, 3, h + 4, w + 2, generator=g), 3, stride=1)  # smooth, (h + 2) x w
+        self.sharp = torch.stack([torch.stack([b[:, t:t + h, :] for t in range(3)]) for b in base])
+        self.blurry = torch.stack([torch.stack([box_blur(f, 3) for f in clip]) for clip in self.sharp])
+
+    def __len__(self) -> int:
+        return len(self.sharp)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"blurry": self.blurry[i].clone(), "sharp": self.sharp[i].clone()}
+
+
+def test_a_clip_method_trains_and_validates_on_its_centre_frames(tmp_path):
+    with registry_scope(), methods.registry_scope():
+        register_model("toy_clip", task="video", adapter=InferenceAdapter())(lambda **kw: ToyClipNet(**kw))
+        register_method("toy_clip")(ToyClipMethod)
+        card = ModelCard(name="toy-clip.test", architecture="toy_clip", task="video", description="toy clip net",
+                         arch_kwargs={"width": 4}, input=InputContract(face_size=16, pad_multiple=2),
+                         capabilities=Capabilities(frame_window=3, aligned_face_input=False), license="test",
+                         training={"recipe": "toy", "crop": 16, "batch": 2, "epoch_samples": 4, "epochs": 2,
+                                   "optimizer": {"name": "adam", "lr": 1e-2}, "loss": {"adv": 0.0, "per": 0.0}})
+        val = BlurredClips(3, seed=1, odd=True)
+        tr = Trainer(card, BlurredClips(4, seed=0), val, out_dir=tmp_path / "clip",
+                     options=TrainOptions(**{**FAST, "max_steps": 4, "val_every": 0, "gan": False}))
+        res = tr.run()
+    table = res.last_validation
+    assert res.status == "finished" and table["n"] == 3
+    # the table scores the 8-bit centre frame of the output, and the baseline is the blurry centre frame
+    with torch.no_grad():
+        outs = [torch.round(tr._eval_model()(F.pad(val[i]["blurry"], (0, 1, 0, 1), mode="replicate")[None])
+                            [..., :15, :17].clamp(0, 1) * 255) / 255 for i in range(3)]
+    want = np.mean([psnr(o, val[i]["sharp"][1][None]).item() for i, o in enumerate(outs)])
+    base = np.mean([psnr(val[i]["blurry"][1][None], val[i]["sharp"][1][None]).item() for i in range(3)])
+    assert table["psnr"] == pytest.approx(want, abs=1e-6) and table["psnr_blurry"] == pytest.approx(base, abs=1e-6)
+
+
+def test_an_unpaired_method_must_say_how_it_validates():
+    class Unpaired(ToyMethod):
+        sample_kind = "unpaired"
+
+    m = Unpaired.__new__(Unpaired)
+    with pytest.raises(RecipeError, match="no ground truth to validate on"):
+        m.validation_views({"sharp": torch.zeros(1, 3, 4, 4), "real_blurry": torch.zeros(1, 3, 4, 4)})

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur import restore_faces
 from facedeblur.errors import InputError
-from facedeblur.faces import NoFaceWarning, restore_faces
+from facedeblur.faces import NoFaceWarning
 from facedeblur.models import get_card
 from facedeblur.restore import read_image
 from facedeblur.restore.deblurrer import Deblurrer
@@ -144,6 +145,31 @@ def test_faces_with_lists_kinds_and_options(astro, wide, det):
         d.restore(wide, faces="yes")
     with pytest.raises(InputError, match="face pipeline"):
         d.restore(wide, faces=False, face_options={"blend": 0.5})
+
+
+def test_a_model_name_is_loaded_like_facedeblur_load(astro, det, monkeypatch):
+    """``restore_faces(img, model="NAME")`` loads NAME through facedeblur.load and gives the same result as the
+    loaded Deblurrer; a bad name is the loader's typed error, a wrong type an InputError naming what is accepted."""
+    import facedeblur
+    import facedeblur.restore.deblurrer as dm
+
+    asked: list[str] = []
+
+    def load(name, **kw):
+        asked.append(name)
+        return deblurrer()
+
+    monkeypatch.setattr(dm, "load", load)
+    by_name, recs = facedeblur.restore_faces(astro, model="cfmd-gan", detector=det)
+    direct, recs2 = restore_faces(astro, deblurrer(), detector=det)
+    assert asked == ["cfmd-gan"] and len(recs) == len(recs2) == 1
+    np.testing.assert_array_equal(by_name, direct)
+    assert not np.array_equal(by_name, astro)
+    monkeypatch.undo()
+    with pytest.raises(facedeblur.ModelNotFoundError, match="no-such-model"):
+        restore_faces(astro, "no-such-model", detector=det)
+    with pytest.raises(InputError, match="model name"):
+        restore_faces(astro, 42, detector=det)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -1,4 +1,5 @@
-"""Still-image face pipeline: alignment, paste-back, restore_faces (facedeblur.faces.{align,paste,pipeline}).
+"""Still-image face pipeline: alignment, paste-back (facedeblur.faces.{align,paste,pipeline}) and restore_faces
+(facedeblur.restore.photos, which hands the pipeline a FaceRestorer).
 
 Fixtures are built from skimage.data.astronaut(): the photo itself and composites with several copies of its face
 at different sizes and positions. The "models" are plain functions on crops (identity, brightness shift, blur,
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from facedeblur import restore_faces
 from facedeblur.errors import CapabilityError, InputError
-from facedeblur.faces import MTCNN, NoFaceWarning, restore_faces
+from facedeblur.faces import MTCNN, FaceRestorer, NoFaceWarning, restore_face_arrays
 from facedeblur.faces.align import (TEMPLATES, crop_style_for, five_points, similarity_transform, template_points,
                                     warp_face)
 from facedeblur.faces.paste import color_match, crop_mask
@@ -351,6 +353,35 @@ def test_real_deblurrer_batches_the_faces(composite, det):
     assert out.dtype == np.uint8 and not np.array_equal(out, img)
     with pytest.raises(CapabilityError):
         restore_faces(img, model, u=2.0, detector=det)
+
+
+def test_the_pipeline_takes_a_restore_callable(astro, det):
+    """facedeblur.faces runs on a FaceRestorer (a restore callable + the card); restore_faces builds one from a face
+    model and gives the same pixels. Anything else given to the pipeline is a clear error."""
+    calls: list[int] = []
+
+    def restore(crops):
+        calls.append(len(crops))
+        return [np.clip(c + 0.1, 0, 1) for c in crops]
+
+    img = astro.astype(np.float32) / 255.0
+    outs, recs = restore_face_arrays([img], FaceRestorer(restore, get_card("cfmd-gan")), detector=det)
+    assert calls == [1] and len(recs) == 1 and len(recs[0]) == 1
+    via_model, _ = restore_faces(astro, shift(0.1), detector=det)
+    np.testing.assert_array_equal(np.clip(np.rint(outs[0] * 255.0), 0, 255).astype(np.uint8), via_model)
+    for wrong in (shift(0.1), "cfmd-gan", restore):
+        with pytest.raises(InputError, match="FaceRestorer"):
+            restore_face_arrays([img], wrong, detector=det)
+
+    def bad(crops):
+        return [c[:10] for c in crops]
+
+    with pytest.raises(RuntimeError, match="shape"):
+        restore_face_arrays([img], FaceRestorer(bad, get_card("cfmd-gan")), detector=det)
+    import facedeblur.faces
+
+    with pytest.raises(AttributeError, match="is now facedeblur.restore_faces"):
+        facedeblur.faces.restore_faces  # noqa: B018 -- moved: it takes a model, the pipeline a FaceRestorer
 
 
 def test_bad_options_are_clear_errors(astro, det):

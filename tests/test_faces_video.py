@@ -1,4 +1,5 @@
-"""Video face pipeline (facedeblur.faces.video) and ``facedeblur restore clip.mp4``.
+"""Video face pipeline (facedeblur.faces.video, run by facedeblur.restore_video_file) and ``facedeblur restore
+clip.mp4``.
 
 Clips are tiny (112x160, 12-20 frames) and made here from skimage.data.astronaut(): the astronaut's suit as the
 background and her face pasted as a moving patch. Most clips use the lossless FFV1 codec, so pixel comparisons are
@@ -24,6 +25,7 @@ from facedeblur.faces import video as fv
 from facedeblur.faces.align import warp_face
 from facedeblur.faces.paste import paste_back
 from facedeblur.models import get_card
+from facedeblur.restore import restore_video_file
 from facedeblur.restore.deblurrer import Deblurrer
 
 from tinymodels import AddConst, identity, run_cli as cli, shift  # noqa: E402
@@ -112,7 +114,7 @@ def no_ffmpeg(monkeypatch):
 def run_video(src, dst, model, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fv.AudioNotCopiedWarning)
-        return fv.restore_video_file(src, dst, model, progress=False, codec=kw.pop("codec", "FFV1"), **kw)
+        return restore_video_file(src, dst, model, progress=False, codec=kw.pop("codec", "FFV1"), **kw)
 
 
 # ------------------------------------------------------------------------------------------------ smoothing
@@ -247,9 +249,10 @@ def test_streaming_holds_a_bounded_window(sprites):
             yield f
 
     from facedeblur.faces.mtcnn import MTCNN
+    from facedeblur.restore.photos import face_restorer
 
-    model = identity()
-    stream = fv._FaceStream(model, None, MTCNN(), 4, 3, False, None, 1.0, None, 0.1, "residual", None, None)
+    restorer = face_restorer(identity())
+    stream = fv._FaceStream(restorer, MTCNN(), 4, 3, False, None, 1.0, None, 0.1, "residual", None, None)
     it = stream.run(gen())
     first = next(it)
     bound = stream.lookahead + 4 + fv._DETECT_CHUNK
@@ -257,6 +260,29 @@ def test_streaming_holds_a_bounded_window(sprites):
     rest = list(it)
     assert len(rest) == 29 and consumed[0] == 30
     assert stream.max_buffer <= stream.past + bound  # independent of the clip length
+
+
+def test_a_model_name_is_loaded_like_facedeblur_load(clip, tmp_path, monkeypatch):
+    """``restore_video_file(src, dst, "NAME")`` loads NAME (through facedeblur.load) and gives the same video as the
+    loaded Deblurrer; the paths are checked before anything is loaded."""
+    import facedeblur.restore.deblurrer as dm
+
+    asked: list[str] = []
+
+    def load(name, **kw):
+        asked.append(name)
+        return Deblurrer(AddConst(), get_card(name))
+
+    monkeypatch.setattr(dm, "load", load)
+    with pytest.raises(InputError, match="no such file"):
+        run_video(tmp_path / "missing.avi", tmp_path / "x.avi", "cfmd-gan.lite")
+    assert asked == []
+    res = run_video(clip, tmp_path / "named.avi", "cfmd-gan.lite")
+    assert asked == ["cfmd-gan.lite"] and res.frames_with_faces > 0
+    run_video(clip, tmp_path / "direct.avi", Deblurrer(AddConst(), get_card("cfmd-gan.lite")))
+    np.testing.assert_array_equal(read_clip(tmp_path / "named.avi")[0], read_clip(tmp_path / "direct.avi")[0])
+    with pytest.raises(InputError, match="model name"):
+        run_video(clip, tmp_path / "y.avi", 3)
 
 
 def test_multi_frame_model_gets_aligned_windows(sprites, tmp_path):
@@ -359,11 +385,11 @@ def test_bad_inputs_are_typed_errors(clip, tmp_path):
 
 def test_audio_notice_without_ffmpeg(clip, tmp_path):
     with pytest.warns(fv.AudioNotCopiedWarning, match="needs ffmpeg on PATH"):
-        res = fv.restore_video_file(clip, tmp_path / "o.avi", identity(), progress=False, codec="FFV1")
+        res = restore_video_file(clip, tmp_path / "o.avi", identity(), progress=False, codec="FFV1")
     assert res.audio == "not copied: ffmpeg not found" and len(res.notes) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = fv.restore_video_file(clip, tmp_path / "o2.avi", identity(), progress=False, codec="FFV1", audio=False)
+        res = restore_video_file(clip, tmp_path / "o2.avi", identity(), progress=False, codec="FFV1", audio=False)
     assert res.audio == "off"
 
 
@@ -395,7 +421,7 @@ def test_audio_is_muxed_with_ffmpeg_when_present(clip, tmp_path, monkeypatch, fa
     out_dir.mkdir()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fv.restore_video_file(clip, out_dir / "o.avi", identity(), progress=False, codec="FFV1")
+        res = restore_video_file(clip, out_dir / "o.avi", identity(), progress=False, codec="FFV1")
     calls = log.read_text().splitlines()
     assert len(calls) == 2 and calls[0].endswith(f"-i {clip}")
     mux = calls[1].split()

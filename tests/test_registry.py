@@ -258,10 +258,60 @@ def test_register_model_validates(monkeypatch: pytest.MonkeyPatch) -> None:
         register_model("tmp_arch", task="image")(lambda: torch.nn.Identity())
 
 
-def test_cards_are_frozen() -> None:
+def test_cards_are_values_not_shared_state() -> None:
+    """A card is read from its zoo config on every call: changing the mutable parts of one (its arch_kwargs, training,
+    metrics) changes neither the next card nor the network ``create_model`` builds; and a card survives the
+    ``config.json`` round trip (``to_dict`` / ``card_from_dict``) unchanged."""
+    from pathlib import Path
+
+    import yaml
+
+    zoo = yaml.safe_load((Path(__file__).resolve().parents[1] / "zoo_configs" / "cfmd-gan.lite.yaml").read_text())
     card = facedeblur.model_info("cfmd-gan.lite")
+    card.arch_kwargs["width"] = 999
+    card.training.clear()
+    card.metrics["tampered"] = True
+    again = facedeblur.model_info("cfmd-gan.lite")
+    assert again.arch_kwargs == zoo["arch_kwargs"] and again.arch_kwargs["width"] != 999
+    assert again.training and "tampered" not in again.metrics
+    built = facedeblur.create_model("cfmd-gan.lite").state_dict()
+    reference = get_arch(zoo["architecture"]).builder(**zoo["arch_kwargs"]).state_dict()
+    assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in reference.items()}
+    fresh = facedeblur.model_info("cfmd-gan.paper")
+    assert card_from_dict(fresh.to_dict()) == fresh
     with pytest.raises(dataclasses.FrozenInstanceError):
-        card.name = "other"  # type: ignore[misc]
+        fresh.name = "other"  # type: ignore[misc]
+
+
+def test_model_files_declare_what_they_register() -> None:
+    """``facedeblur.models.MODEL_FILES`` lists each model file with the architectures it registers and their tasks
+    (so cards are read without importing it); the registry must agree, and refuses a disagreeing registration."""
+    from facedeblur.models import MODEL_FILES, _ensure_loaded
+
+    _ensure_loaded()
+    for module, archs in MODEL_FILES.items():
+        registered = {n for n, e in _registry._ARCHS.items() if e.builder.__module__ == f"facedeblur.models.{module}"}
+        assert registered == set(archs), (module, registered, archs)
+        for name, task in archs.items():
+            assert get_arch(name).task == task
+    name, task = next(iter(next(iter(MODEL_FILES.values())).items()))
+    other = next(t for t in TASKS if t != task)
+    with pytest.raises(ValueError, match="MODEL_FILES declares"):
+        register_model(name, task=other)
+
+
+def test_zoo_cards_are_read_without_the_model_files() -> None:
+    """A fresh interpreter lists the zoo and reads every card (with its task) without importing a model file or
+    torch: what ``facedeblur list`` / ``info`` rely on."""
+    import subprocess
+    import sys
+
+    code = ("import sys, facedeblur; cards = [facedeblur.model_info(n) for n in facedeblur.list_models()]; "
+            "print(sorted({c.task for c in cards}), [m for m in ('torch', 'facedeblur.models.cfmd_gan') "
+            "if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{sorted({facedeblur.model_info(n).task for n in ALL})} []"
 
 
 def test_adapters_by_task_and_registration() -> None:
@@ -313,3 +363,29 @@ def test_registry_scope_and_unregister_clean_up() -> None:
     assert list_archs() == before and "cfmd_gan" in before
     with pytest.raises(TypeError, match="InferenceAdapter"):
         register_model("bad_adapter", task="image", adapter=lambda m, x: m(x))  # type: ignore[arg-type]
+
+
+def test_zoo_configs_of_a_source_checkout(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imported from a checkout that is not (editably) installed, facedeblur has no ``facedeblur.zoo_configs``
+    package: the checkout's ``zoo_configs/`` next to the package is read instead; with neither, a typed error says to
+    reinstall (never an empty zoo)."""
+    import shutil
+    from pathlib import Path
+
+    from facedeblur.models import zoo
+
+    def missing(package):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(zoo.resources, "files", missing)
+    checkout = tmp_path / "clone"
+    (checkout / "facedeblur" / "models").mkdir(parents=True)
+    (checkout / "zoo_configs").mkdir()
+    (checkout / "zoo_configs" / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).resolve().parents[1] / "zoo_configs" / "cfmd-gan.paper.yaml", checkout / "zoo_configs")
+    monkeypatch.setattr(zoo, "__file__", str(checkout / "facedeblur" / "models" / "zoo.py"))
+    assert zoo.list_models() == ["cfmd-gan.paper"]
+    assert zoo.get_card("cfmd-gan.paper").arch_kwargs["width"] == 32
+    shutil.rmtree(checkout / "zoo_configs")
+    with pytest.raises(ModelNotFoundError, match="reinstall"):
+        zoo.list_models()

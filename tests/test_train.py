@@ -420,7 +420,14 @@ def test_recipe_resolution_and_errors():
     with pytest.raises(RecipeError, match="unknown training recipe keys"):
         resolve_recipe(card.training, {"lr": 1e-3})
     with pytest.raises(RecipeError, match="multiple of 4"):
-        resolve_recipe(card.training, {"crop": 30})
+        resolve_recipe(card.training, {"crop": 30}, pad_multiple=card.input.pad_multiple)
+    assert resolve_recipe(card.training, {"crop": 30}).crop == 30  # a network without down-sampling
+    with pytest.raises(RecipeError, match="unknown keys.*per_clip"):
+        resolve_recipe(card.training, {"vla": {"maxlen": 7}})
+    with pytest.raises(RecipeError, match="recipe 'vla'.*odd"):
+        resolve_recipe(card.training, {"vla": {"max_len": 8}})
+    rv = resolve_recipe(card.training, {"vla_fraction": 0.3, "vla": {"per_clip": 5, "min_psnr": 20}})
+    assert rv.data["vla_fraction"] == 0.3 and rv.data["vla"]["per_clip"] == 5 and rv.data["vla"]["max_len"] == 13
     with pytest.raises(RecipeError, match="ema"):
         resolve_recipe(card.training, {"ema": 1.5})
     assert r.loss.psnr == 0.0  # the paper recipe has no PSNR loss

@@ -102,8 +102,18 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     models = resolve_models(args.models)
     weights = parse_weights(args.weights, models)
+    from ..errors import InputError
+
+    engines = tuple(e.strip() for e in args.engine.split(",") if e.strip())
+    bad = [e for e in engines if e not in ("torch", "onnxruntime")]
+    if bad or not engines:
+        raise InputError(f"--engine takes a comma list of torch, onnxruntime; got {args.engine!r}")
+    threads = tuple(args.threads) if args.threads else ()
+    if any(t < 1 for t in threads):
+        raise InputError(f"--threads must be positive, got {args.threads}")
     cfg = SpeedConfig(sizes=args.sizes, batches=args.batch, device=args.device, dtype=args.dtype,
-                      warmup=args.warmup, repeats=args.repeats, threads=args.threads, isolate=not args.no_isolate)
+                      warmup=args.warmup, repeats=args.repeats, threads=threads[0] if len(threads) == 1 else None,
+                      isolate=not args.no_isolate, engines=engines, thread_counts=threads if len(threads) > 1 else ())
     specs = [zoo_spec(m, weights.get(m)) for m in models]
     run_speed(specs, cfg, args.out, progress=not args.quiet, command=_command(), weights=weights)
     if not args.quiet:
@@ -205,7 +215,10 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--repeats", type=_pos_int, default=10)
-    s.add_argument("--threads", type=_pos_int, default=None, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--threads", type=_int_list, default=None,
+                   help="intra-op threads, a comma list to time each (default: torch's)")
+    s.add_argument("--engine", default="torch", help="comma list of torch, onnxruntime (default torch); with both, "
+                                                     "the report gives the speed-up per configuration")
     s.add_argument("--no-isolate", action="store_true", help="run every configuration in this process")
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("-q", "--quiet", action="store_true")

@@ -31,7 +31,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..data.blur import average_frames, fmr_order, shake_trajectory
+from ..data.blur import average_frames, shake_trajectory
 from ..data.sources import IMAGE_EXTS, VIDEO_EXTS
 from ..errors import DataError, InputError
 from ..metrics.fidelity import psnr
@@ -100,6 +100,14 @@ class BuildConfig:
             raise DataError(f"manifest build config has unknown keys {sorted(unknown)} "
                             "(written by a newer facedeblur?)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def vla(self):
+        """The VLA stop conditions (:class:`facedeblur.data.vla.VLAConfig`) of the ``vla_*`` fields."""
+        from ..data.vla import VLAConfig
+
+        return VLAConfig(min_len=self.vla_min_len, max_len=self.vla_max_len, min_iou=self.vla_min_iou,
+                         min_psnr=self.vla_min_psnr, min_straightness=self.vla_min_straightness,
+                         static_motion=self.vla_static_motion)
 
     def prep(self):
         """The data engine's configuration for the ``pravg`` windows (and the identity split of ``vla``)."""
@@ -205,9 +213,9 @@ def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _sharpness(rgb: np.ndarray) -> float:
-    from ..data.engine import _sharpness as engine_sharpness
+    from ..data.crops import sharpness
 
-    return engine_sharpness(rgb)
+    return sharpness(rgb)
 
 
 def trajectory_kernel(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -385,145 +393,33 @@ def build_pravg(sources: Sources, cfg: BuildConfig, cache_dir: str | os.PathLike
 # ------------------------------------------------------------------------------------------ VLA
 
 
-def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def vla_length(crops: list[np.ndarray | None], boxes: list[tuple[float, float, float, float] | None],
                cfg: BuildConfig = BuildConfig(), points: np.ndarray | None = None) -> tuple[int, str]:
-    """Variable-length averaging (Chrysos et al. §3.4): (L, stop reason) for the window centred on the middle of
-    ``crops`` (2H+1 face crops of consecutive frames, one crop box; None where the face was lost) with their
-    face boxes in frame coordinates.
+    """:func:`facedeblur.data.vla.vla_length` with the stop conditions of a :class:`BuildConfig` (its ``vla_*``
+    fields)."""
+    from ..data.vla import vla_length as _vla_length
 
-    Starting from the centre frame alone, the window grows by one frame on each side (L = 3, 5, ...) as long
-    as the new window satisfies the paper's three conditions, made concrete as:
-
-    (i)   overlap: the face boxes of the first and last frame overlap with IoU >= ``vla_min_iou``;
-    (ii)  fidelity: the running average stays related to the middle frame: PSNR(average, centre crop) >=
-          ``vla_min_psnr`` dB;
-    (iii) motion flow, no oscillation: the path of the face over the window is nearly one-directional, net
-          displacement / path length >= ``vla_min_straightness``, unless the path is shorter than
-          ``vla_static_motion`` x the centre box diagonal (a still face cannot oscillate, and landmark jitter
-          must not count as motion). The face position is ``points`` (per frame, e.g. the mean of the 68
-          landmarks, less noisy than a box) or else the box centre;
-
-    and stops at ``vla_max_len`` (exposures of at most 13 frames stay physically plausible at 25-30 fps).
-    Reasons: "max_len", "overlap", "fidelity", "oscillation", "no_face", "clip_end".
-    """
-    if len(crops) != len(boxes) or len(crops) % 2 == 0:
-        raise InputError("vla_length needs an odd number of crops and as many boxes (centre in the middle)")
-    mid = (len(crops) - 1) // 2
-    if crops[mid] is None or boxes[mid] is None:
-        return 0, "no_face"
-    b = boxes[mid]
-    diag = float(np.hypot(b[2] - b[0], b[3] - b[1]))
-    length = 1
-    while length + 2 <= cfg.vla_max_len:
-        h = (length + 1) // 2
-        lo, hi = mid - h, mid + h
-        if lo < 0 or hi >= len(crops):
-            return length, "clip_end"
-        window = crops[lo:hi + 1]
-        wboxes = boxes[lo:hi + 1]
-        if any(c is None for c in window) or any(x is None for x in wboxes):
-            return length, "no_face"
-        if _box_iou(wboxes[0], wboxes[-1]) < cfg.vla_min_iou:
-            return length, "overlap"
-        centres = np.asarray(points[lo:hi + 1], dtype=np.float64) if points is not None else \
-            np.array([((x[0] + x[2]) / 2, (x[1] + x[3]) / 2) for x in wboxes])
-        path = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
-        net = float(np.linalg.norm(centres[-1] - centres[0]))
-        if path > cfg.vla_static_motion * diag and net < cfg.vla_min_straightness * path:
-            return length, "oscillation"
-        if psnr(average_frames(np.stack(window)), crops[mid]) < cfg.vla_min_psnr:
-            return length, "fidelity"
-        length += 2
-    return length, "max_len"
+    return _vla_length(crops, boxes, cfg.vla(), points)
 
 
 def _vla_clip(clip: Any, out: Path, cfg: BuildConfig, detector: Any) -> list[dict[str, Any]]:
-    from ..data import engine
-    from ..data.landmarks import _square_box, left_eye
-    from ..data.sources import iter_frames
+    from ..data.vla import clip_vla_windows
 
     prep = cfg.prep()
-    kept: list[int] = []
-    for _ in engine._dedup(iter_frames(clip), prep.duplicate_threshold, kept):
-        pass
-    half = (cfg.vla_max_len - 1) // 2
-    if len(kept) < 2 * half + 1:
-        return []
-    centres = sorted({int(round(v)) for v in np.linspace(half, len(kept) - 1 - half, cfg.vla_per_clip + 2)[1:-1]})
-    spans = [(c, c - half, c + half) for c in centres]
-    spans = [s for i, s in enumerate(spans) if i == 0 or s[1] > spans[i - 1][2]]  # disjoint neighbourhoods
-    pos_of = {k: p for p, k in enumerate(kept)}
     records: list[dict[str, Any]] = []
-    cur, buf = 0, {}
-    for i, rgb in enumerate(iter_frames(clip)):
-        if cur >= len(spans):
-            break
-        c, lo, hi = spans[cur]
-        p = pos_of.get(i)
-        if p is not None and lo <= p <= hi:
-            buf[p] = rgb
-        if p == hi:
-            rec = _vla_window(clip, [buf[q] for q in range(lo, hi + 1)], [kept[q] for q in range(lo, hi + 1)],
-                              out, cfg, detector, engine, _square_box, left_eye)
-            if rec is not None:
-                records.append(rec)
-            cur, buf = cur + 1, {}
+    for win in clip_vla_windows(clip, detector, cfg.vla(), per_clip=cfg.vla_per_clip, face_size=cfg.face_size,
+                                enlarge=prep.enlarge, min_sharpness=prep.min_sharpness,
+                                duplicate_threshold=prep.duplicate_threshold):
+        h = (win.length - 1) // 2
+        gt_index = win.centre_index if cfg.gt == "centre" else h
+        path = out / f"{clip.name}_{win.centre_frame:06d}.npz"
+        _save_npz(path, frames=win.frames)
+        data = SampleData(average_frames(win.frames), win.frames[gt_index], win.frames, None)
+        records.append(_record(f"vla/{clip.name}_{win.centre_frame:06d}", "vla", data, {"kind": "npz", "path": str(path)},
+                               clip=clip.name, identity=clip.identity, n=win.length, stride=1,
+                               start_frame=win.start_frame, centre_frame=win.centre_frame, fmr_order=win.order,
+                               gt_index=gt_index, stop=win.stop))
     return records
-
-
-def _vla_window(clip: Any, frames: list[np.ndarray], frame_ids: list[int], out: Path, cfg: BuildConfig,
-                detector: Any, engine: Any, square_box: Any, left_eye: Any) -> dict[str, Any] | None:
-    prep = cfg.prep()
-    mid = (len(frames) - 1) // 2
-    found = detector.detect(frames[mid])
-    if not found:
-        return None
-    faces: list[Any] = [None] * len(frames)
-    faces[mid] = found[0]
-    for step in (1, -1):  # track outwards from the centre (refine from the previous box, re-detect on drift)
-        prev = faces[mid]
-        j = mid + step
-        while 0 <= j < len(frames):
-            f = detector.refine(frames[j], square_box(prev))
-            w, pw = f.landmark_box()[2] - f.landmark_box()[0], prev.landmark_box()[2] - prev.landmark_box()[0]
-            if not 0.7 < w / max(pw, 1e-6) < 1.4:
-                again = detector.detect(frames[j])
-                f = again[0] if again else None
-            if f is None:
-                break
-            faces[j], prev = f, f
-            j += step
-    cx, cy, side = engine._crop_box(np.array([faces[mid].landmark_box()]), prep.enlarge)
-    crops = [None if f is None else engine._crop(fr, cx, cy, side, cfg.face_size) for f, fr in zip(faces, frames)]
-    boxes = [None if f is None else f.landmark_box() for f in faces]
-    points = np.array([(np.nan, np.nan) if f is None else np.asarray(f.landmarks, np.float64).mean(axis=0)
-                       for f in faces])
-    length, reason = vla_length(crops, boxes, cfg, points)
-    if length < cfg.vla_min_len:
-        return None
-    h = (length - 1) // 2
-    win = crops[mid - h:mid + h + 1]
-    if min(engine._sharpness(f) for f in win) < prep.min_sharpness:
-        return None
-    scale = cfg.face_size / side
-    eyes = np.array([(left_eye(faces[mid + d]) - (cx - side / 2, cy - side / 2)) * scale for d in range(-h, h + 1)])
-    order = fmr_order(eyes)
-    stack = np.stack(win)[order]
-    gt_index = order.index(h) if cfg.gt == "centre" else h
-    path = out / f"{clip.name}_{frame_ids[mid]:06d}.npz"
-    _save_npz(path, frames=stack)
-    data = SampleData(average_frames(stack), stack[gt_index], stack, None)
-    return _record(f"vla/{clip.name}_{frame_ids[mid]:06d}", "vla", data, {"kind": "npz", "path": str(path)},
-                   clip=clip.name, identity=clip.identity, n=length, stride=1, start_frame=frame_ids[mid - h],
-                   centre_frame=frame_ids[mid], fmr_order=[int(o) for o in order], gt_index=gt_index, stop=reason)
 
 
 def build_vla(sources: Sources, cfg: BuildConfig, bench_cache: str | os.PathLike, detector: Any = None,
@@ -615,7 +511,7 @@ def build_real(sources: Sources, cfg: BuildConfig, bench_cache: str | os.PathLik
     per video; crop = landmark box enlarged 0.5x on each side, squared, as the data engine crops)."""
     from tqdm.auto import tqdm
 
-    from ..data import engine
+    from ..data.crops import crop as _crop, crop_box as _crop_box
     from ..data.landmarks import default_detector
     from ..data.sources import iter_frames
 
@@ -646,8 +542,8 @@ def build_real(sources: Sources, cfg: BuildConfig, bench_cache: str | os.PathLik
             found = detector.detect(rgb)
             if not found:
                 continue
-            cx, cy, side = engine._crop_box(np.array([found[0].landmark_box()]), prep.enlarge)
-            crop = engine._crop(rgb, cx, cy, side, cfg.face_size)
+            cx, cy, side = _crop_box(np.array([found[0].landmark_box()]), prep.enlarge)
+            crop = _crop(rgb, cx, cy, side, cfg.face_size)
             path = out / f"{rel.replace('/', '__')}_{i:06d}.npz"
             _save_npz(path, blurry=crop)
             recs.append(_record(f"real/{rel}@{i:06d}", "real", SampleData(crop), {"kind": "npz", "path": str(path)},

@@ -21,7 +21,7 @@ import numpy as np
 from ..data.blur import average_frames, psnr_uint8
 from ..metrics.severity import SEVERITY_BINS, severity_bin
 
-__all__ = ["evaluate_windows", "format_report"]
+__all__ = ["evaluate_windows", "moments_fn", "format_report"]
 
 RestoreFn = Callable[[np.ndarray, Sequence[float]], np.ndarray]
 """restore(blurry HxWx3 uint8, us) -> (len(us), H, W, 3) uint8: the model's moments for one blurry face."""
@@ -33,10 +33,39 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
 
 
-def evaluate_windows(restore: RestoreFn, windows: Sequence[np.ndarray], *, moments: bool = True,
+def moments_fn(model: Any) -> RestoreFn:
+    """:data:`RestoreFn` of a continuous model: a model name (loaded with :func:`facedeblur.load`) or a loaded
+    :class:`~facedeblur.restore.Deblurrer`; its ``restore_moments`` at the given ``us``."""
+    if isinstance(model, str):
+        from ..restore.deblurrer import load
+
+        model = load(model)
+    if not callable(getattr(model, "restore_moments", None)):
+        from ..errors import InputError
+
+        raise InputError(f"evaluate_windows takes a restore function, a model name or a facedeblur Deblurrer, not "
+                         f"{type(model).__name__}")
+    if not model.card.capabilities.continuous_u:
+        from ..errors import CapabilityError
+
+        raise CapabilityError(f"model {model.card.name!r} has no control factor u; the centre-moment and moments "
+                              "protocols need a continuous model")
+
+    def restore(blurry: np.ndarray, us: Sequence[float]) -> np.ndarray:
+        return np.stack(model.restore_moments(blurry, us=list(us)))
+
+    return restore
+
+
+def evaluate_windows(restore: RestoreFn | Any, windows: Sequence[np.ndarray], *, moments: bool = True,
                      progress: bool = True, desc: str = "evaluating") -> dict[str, Any]:
-    """Evaluate ``restore`` on FMR-ordered sharp windows (each (N, H, W, 3) uint8; blurry = their mean)."""
+    """Evaluate ``restore`` on FMR-ordered sharp windows (each (N, H, W, 3) uint8; blurry = their mean).
+
+    ``restore``: a :data:`RestoreFn`, or a model name / loaded Deblurrer (:func:`moments_fn`)."""
     from tqdm.auto import tqdm
+
+    if isinstance(restore, str) or callable(getattr(restore, "restore_moments", None)):
+        restore = moments_fn(restore)
 
     rows = []
     pos: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)

@@ -11,10 +11,6 @@ import csv
 import io
 import json
 import math
-import os
-import platform
-import subprocess
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +20,7 @@ import numpy as np
 from ..metrics.fidelity import describe
 from ..metrics.landmarks import MAX_ERROR, auc, ced_curve, failure_rate
 from ..metrics.severity import SEVERITY_BINS, SEVERITY_CONVENTION
+from .common import env_lines, environment, read_jsonl, slug
 from .plots import Series, bar_chart, line_chart, write_svg, write_text_atomic
 
 __all__ = ["environment", "write_quality_report", "summarise", "write_text_atomic", "CSV_FIELDS",
@@ -47,80 +44,6 @@ SET_DESCRIPTIONS = {
 CSV_FIELDS = ["set", "method", "kind", "status", "group", "n", "psnr_blurry", "psnr", "psnr_gain", "ssim", "psnr_y",
               "ssim_y", "lpips", "fid", "id_dist", "same_person_rate", "lm_auc", "lm_failure_rate",
               "detection_rate", "lapvar", "tenengrad", "note"]
-
-
-# ------------------------------------------------------------------------------------------ environment
-
-
-def _git(root: Path, *args: str) -> str:
-    try:
-        r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def environment(device: str = "cpu") -> dict[str, Any]:
-    """Hardware and software of this run: CPU (model, usable cores, SIMD flags), GPU, torch, git commit."""
-    import torch
-
-    from .. import __version__
-
-    info: dict[str, Any] = {"facedeblur": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                            "numpy": np.__version__, "machine": platform.machine(), "system": platform.system(),
-                            "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        info["usable_cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        info["usable_cpus"] = os.cpu_count()
-    model, flags = platform.processor() or "?", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), model)
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    except OSError:
-        pass
-    info["cpu_model"] = model
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    info["cpu_flags"] = sorted(f for f in wanted if f in flags)
-    try:
-        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except Exception:
-        pass
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        idx = torch.device(device).index or 0
-        p = torch.cuda.get_device_properties(idx)
-        info["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2 ** 30, 1),
-                       "capability": f"{p.major}.{p.minor}", "cuda": torch.version.cuda}
-    root = Path(__file__).resolve().parents[2]
-    commit = _git(root, "rev-parse", "HEAD")
-    if commit:
-        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
-        info["git_commit"] = commit + ("+uncommitted-changes" if dirty else "")
-    else:
-        info["git_commit"] = "unknown (not a git checkout)"
-    try:
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
-    info["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return info
-
-
-def env_lines(env: dict[str, Any]) -> list[str]:
-    lines = [f"* git {env.get('git_commit')}, facedeblur {env.get('facedeblur')}, torch {env.get('torch')}, "
-             f"Python {env.get('python')}, numpy {env.get('numpy')}",
-             f"* CPU: {env.get('cpu_model')} ({env.get('usable_cpus')} usable of {env.get('logical_cpus')} logical "
-             f"CPUs; {', '.join(env.get('cpu_flags', [])) or 'no AVX2'}; torch capability "
-             f"{env.get('torch_cpu_capability', '?')}; torch threads {env.get('torch_threads')})"]
-    if "gpu" in env:
-        g = env["gpu"]
-        lines.append(f"* GPU: {g['name']} ({g['memory_gib']} GiB, compute capability {g['capability']}, "
-                     f"CUDA {g['cuda']})")
-    if "load_average" in env:
-        lines.append(f"* load average at start (1/5/15 min): {' / '.join(str(v) for v in env['load_average'])}")
-    lines.append(f"* time: {env.get('timestamp')}")
-    return lines
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -389,13 +312,11 @@ def write_quality_report(out: Path, manifest: dict[str, Any], methods: Sequence[
                          conventions: dict[str, str], options: Any, command: str = "",
                          extra_header: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summarise the per-sample files of ``out`` and write results.csv / results.json / report.md / plots."""
-    from .runner import _slug, read_jsonl
-
     sha = manifest["sha256"]
     per: dict[str, dict[str, dict[str, Any]]] = {}
     for m in methods:
         if m.status == "ok":
-            per[m.key] = {r["id"]: r for r in read_jsonl(out / "per_sample" / f"{_slug(m.key)}.jsonl")
+            per[m.key] = {r["id"]: r for r in read_jsonl(out / "per_sample" / f"{slug(m.key)}.jsonl")
                           if r.get("manifest") == sha}
     refs = {r["id"]: r for r in read_jsonl(out / "per_sample" / "_reference.jsonl") if r.get("manifest") == sha}
     summary = summarise(manifest, methods, per, refs)

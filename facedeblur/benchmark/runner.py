@@ -29,10 +29,11 @@ import numpy as np
 from ..errors import DataError, FaceDeblurError, InputError, WeightsNotAvailableError
 from ..metrics._common import MetricUnavailable, to_uint8_rgb
 from ..metrics.fidelity import psnr, ssim
+from .common import read_jsonl, slug
 from .data import ManifestMismatchError, check_manifest, load_sample, read_manifest, write_manifest
 
-__all__ = ["Method", "QualityOptions", "FaceMetrics", "baseline_methods", "model_methods", "callable_method",
-           "run_quality", "read_jsonl", "resolve_models", "parse_weights", "state_sha256"]
+__all__ = ["Method", "QualityOptions", "FaceMetrics", "baseline_methods", "model_methods", "as_methods",
+           "callable_method", "run_quality", "read_jsonl", "resolve_models", "parse_weights", "state_sha256"]
 
 RestoreFn = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, dict[str, Any]]"]
 MomentsFn = Callable[[np.ndarray, Sequence[float]], "list[np.ndarray]"]
@@ -121,21 +122,50 @@ def parse_weights(items: Sequence[str] | None, models: Sequence[str]) -> dict[st
     return out
 
 
-def model_methods(names: Sequence[str], weights: dict[str, str] | None = None, device: str = "cpu",
+def _model_method(d: Any, label: str, card: Any, desc: str, src: str, batch_size: int) -> Method:
+    """A loaded Deblurrer ``d`` as a ready method, keyed by the sha256 of its weights."""
+    sha = state_sha256(d.model)
+    cont = bool(card.capabilities.continuous_u)
+
+    def restore(b: np.ndarray, k: np.ndarray | None, d: Any = d, cont: bool = cont) -> tuple[np.ndarray, dict]:
+        return (d.restore(b, u=0.5) if cont else d.restore(b)), {}
+
+    def moments(b: np.ndarray, us: Sequence[float], d: Any = d) -> list[np.ndarray]:
+        return d.restore_moments(b, us=list(us), batch_size=batch_size)
+
+    return Method(label, "model", f"{label}@{sha[:12]}", desc, continuous=cont, weights=src, weights_sha256=sha,
+                  restore=restore, moments=moments if cont else None)
+
+
+def _description(card: Any) -> str:
+    desc = " ".join(str(card.description).split()) or card.architecture
+    return desc if len(desc) <= 160 else desc[:159] + "…"
+
+
+def model_methods(models: Sequence[Any], weights: dict[str, str] | None = None, device: str = "cpu",
                   dtype: str | None = None, batch_size: int = 8) -> list[Method]:
-    """Each model as a method: loaded with its trained weights (``facedeblur.load``), or a row saying why not."""
+    """Each model as a method. ``models``: model names, as :func:`facedeblur.load` takes them (loaded with their
+    trained weights, or ``weights[name]``; a model that cannot be loaded gets a row saying why), or loaded
+    :class:`~facedeblur.restore.Deblurrer` objects (used as they are, on their own device)."""
     import facedeblur
+
+    from ..restore.deblurrer import Deblurrer
 
     weights = weights or {}
     out = []
-    for name in names:
+    for name in models:
+        if isinstance(name, Deblurrer):
+            out.append(_model_method(name, name.card.name, name.card, _description(name.card),
+                                     f"loaded Deblurrer ({name.card.source})", batch_size))
+            continue
+        if not isinstance(name, str):
+            raise InputError(f"models must be model names or facedeblur Deblurrers, not {type(name).__name__}")
         try:
             card = facedeblur.model_info(name)
         except FaceDeblurError as exc:
             out.append(Method(name, "model", name, status="error", reason=" ".join(str(exc).split())))
             continue
-        desc = " ".join(str(card.description).split()) or card.architecture
-        desc = desc if len(desc) <= 160 else desc[:159] + "…"
+        desc = _description(card)
         try:
             d = facedeblur.load(name, device=device, dtype=dtype, weights=weights.get(name))
         except WeightsNotAvailableError as exc:
@@ -146,20 +176,19 @@ def model_methods(names: Sequence[str], weights: dict[str, str] | None = None, d
             out.append(Method(card.name, "model", card.name, desc, status="error", reason=" ".join(str(exc).split()),
                               continuous=card.capabilities.continuous_u))
             continue
-        sha = state_sha256(d.model)
         label = card.name if name == card.name or not name.startswith(("local-dir:", "hf-hub:")) else name
         src = weights.get(name) or (card.weights.embedded and f"embedded {card.weights.embedded}") or \
             (card.weights.hf_hub_id and f"hf-hub {card.weights.hf_hub_id}@{card.weights.revision}") or name
-        cont = bool(card.capabilities.continuous_u)
+        out.append(_model_method(d, label, card, desc, str(src), batch_size))
+    return out
 
-        def restore(b: np.ndarray, k: np.ndarray | None, d: Any = d, cont: bool = cont) -> tuple[np.ndarray, dict]:
-            return (d.restore(b, u=0.5) if cont else d.restore(b)), {}
 
-        def moments(b: np.ndarray, us: Sequence[float], d: Any = d) -> list[np.ndarray]:
-            return d.restore_moments(b, us=list(us), batch_size=batch_size)
-
-        out.append(Method(label, "model", f"{label}@{sha[:12]}", desc, continuous=cont, weights=str(src),
-                          weights_sha256=sha, restore=restore, moments=moments if cont else None))
+def as_methods(items: Sequence[Any], device: str = "cpu") -> list[Method]:
+    """:class:`Method` rows for ``items``: methods as they are; model names and Deblurrers through
+    :func:`model_methods` (names loaded on ``device``)."""
+    out: list[Method] = []
+    for item in items:
+        out += [item] if isinstance(item, Method) else model_methods([item], device=device)
     return out
 
 
@@ -223,31 +252,6 @@ class FaceMetrics:
 # ------------------------------------------------------------------------------------------ JSONL
 
 
-def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
-    """The records of a JSONL file. A last line cut short by a kill is dropped (and, with ``repair``,
-    truncated away so appends start on a fresh line)."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    records, good = [], 0
-    pos = 0
-    while pos < len(raw):
-        nl = raw.find(b"\n", pos)
-        if nl < 0:
-            break  # unterminated tail: a write that was interrupted
-        line = raw[pos:nl]
-        try:
-            if line.strip():
-                records.append(json.loads(line))
-        except ValueError:
-            break
-        pos = good = nl + 1
-    if repair and good < len(raw):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return records
-
-
 class _Appender:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,10 +264,6 @@ class _Appender:
 
     def close(self) -> None:
         self.f.close()
-
-
-def _slug(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in key)
 
 
 # ------------------------------------------------------------------------------------------ runner
@@ -295,12 +295,15 @@ def _fidelity(out: np.ndarray, gt: np.ndarray, cb: int) -> dict[str, float]:
             "ssim_y": ssim(out, gt, crop_border=cb, test_y_channel=True)}
 
 
-def run_quality(manifest: dict[str, Any], methods: Sequence[Method], out_dir: str | os.PathLike,
+def run_quality(manifest: dict[str, Any], methods: Sequence[Any], out_dir: str | os.PathLike,
                 options: QualityOptions = QualityOptions(), *, face_metrics: Any = None,
                 command: str = "", extra_header: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate every ready method on every sample of ``manifest`` into ``out_dir`` (resuming), then write
-    the report; returns the report's JSON document. ``face_metrics`` overrides the dlib :class:`FaceMetrics`."""
+    the report; returns the report's JSON document. ``methods``: :class:`Method` rows, model names or loaded
+    Deblurrers (see :func:`as_methods`). ``face_metrics`` overrides the dlib :class:`FaceMetrics`."""
     from tqdm.auto import tqdm
+
+    methods = as_methods(methods, device=options.device)
 
     from .report import write_quality_report
 
@@ -319,7 +322,7 @@ def run_quality(manifest: dict[str, Any], methods: Sequence[Method], out_dir: st
             raise DataError(f"{out} holds results computed with metric options {prev}, not {pinned}; "
                             "use another --out folder (or the same options)")
     else:
-        from .report import write_text_atomic
+        from .plots import write_text_atomic
 
         write_text_atomic(run_path, json.dumps({"metric_options": pinned, "manifest": manifest["sha256"]}, indent=1))
     sha = manifest["sha256"]
@@ -352,7 +355,7 @@ def run_quality(manifest: dict[str, Any], methods: Sequence[Method], out_dir: st
     done: dict[str, set[str]] = {}
     writers: dict[str, _Appender] = {}
     for m in ready:
-        path = per / f"{_slug(m.key)}.jsonl"
+        path = per / f"{slug(m.key)}.jsonl"
         recs = read_jsonl(path, repair=True)
         bad = [r for r in recs if r.get("manifest") != sha]
         if bad:

@@ -38,12 +38,13 @@ import statistics
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["SpeedConfig", "ModelSpec", "count_flops", "matmul_peak", "time_config", "run_speed", "zoo_spec",
-           "DTYPES"]
+           "deblurrer_spec", "as_spec", "engine_ratios", "DTYPES"]
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -58,6 +59,9 @@ class ModelSpec:
     frame_window: int = 1
     dtypes: tuple[str, ...] = ("float32",)
     zoo: bool = False  # buildable by name in a subprocess
+    engine: str = "torch"  # "torch" or "onnxruntime" (facedeblur.load(..., engine=...))
+    #: the PyTorch network whose FLOPs and parameters a row reports, when ``build`` returns something else (ONNX)
+    flops_build: Callable[[str, Any], Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -71,15 +75,19 @@ class SpeedConfig:
     threads: int | None = None
     isolate: bool = True
     peak_n: int | None = None  # matmul size for the peak (default 2048 CPU / 8192 CUDA)
+    engines: tuple[str, ...] = ("torch",)  # each model is timed on each engine
+    thread_counts: tuple[int, ...] = ()  # each configuration at each thread count (overrides ``threads``)
 
 
-def zoo_spec(name: str, weights: str | None = None) -> ModelSpec:
-    """A zoo model: its trained weights if ``facedeblur.load`` finds them, else random init (speed only)."""
+def zoo_spec(name: str, weights: str | None = None, engine: str = "torch") -> ModelSpec:
+    """A zoo model: its trained weights if ``facedeblur.load`` finds them, else random init (speed only). With
+    ``engine="onnxruntime"`` the timed module is its ONNX Runtime session (exported once, cached); FLOPs and
+    parameters are the PyTorch network's."""
     import facedeblur
 
     card = facedeblur.model_info(name)
 
-    def build(device: str, dtype: Any) -> tuple[Any, str]:
+    def build_torch(device: str, dtype: Any) -> tuple[Any, str]:
         try:
             d = facedeblur.load(name, device=device, dtype=dtype, weights=weights)
             return d.model, "trained weights"
@@ -89,9 +97,46 @@ def zoo_spec(name: str, weights: str | None = None) -> ModelSpec:
             torch.manual_seed(0)
             return facedeblur.create_model(name).eval().to(device=device, dtype=dtype), "random init (speed only)"
 
-    return ModelSpec(card.name if not name.startswith(("local-dir:", "hf-hub:")) else name, build,
+    def build_ort(device: str, dtype: Any) -> tuple[Any, str]:
+        d = facedeblur.load(name, device=device, dtype=None, weights=weights, engine="onnxruntime")
+        return d.model, "trained weights (ONNX Runtime)"
+
+    if engine not in ("torch", "onnxruntime"):
+        from ..errors import InputError
+
+        raise InputError(f"speed engine must be torch or onnxruntime, not {engine!r}")
+    return ModelSpec(card.name if not name.startswith(("local-dir:", "hf-hub:")) else name,
+                     build_torch if engine == "torch" else build_ort,
                      bool(card.capabilities.continuous_u), int(card.capabilities.frame_window),
-                     tuple(card.capabilities.dtypes), zoo=True)
+                     tuple(card.capabilities.dtypes) if engine == "torch" else ("float32",), zoo=True, engine=engine,
+                     flops_build=None if engine == "torch" else (lambda dev, dt: build_torch(dev, dt)[0]))
+
+
+def deblurrer_spec(d: Any) -> ModelSpec:
+    """A loaded :class:`~facedeblur.restore.Deblurrer`: its network with its weights, moved to each configuration's
+    device and dtype (timed in this process: it cannot be rebuilt by name in a subprocess)."""
+    caps = d.card.capabilities
+
+    def build(device: str, dtype: Any) -> tuple[Any, str]:
+        return d.model.to(device=device, dtype=dtype), f"loaded Deblurrer ({d.card.source})"
+
+    return ModelSpec(d.card.name, build, bool(caps.continuous_u), int(caps.frame_window), tuple(caps.dtypes))
+
+
+def as_spec(model: Any, weights: str | None = None) -> ModelSpec:
+    """A :class:`ModelSpec` as it is, a model name (:func:`zoo_spec`) or a loaded Deblurrer (:func:`deblurrer_spec`)."""
+    from ..errors import InputError
+
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, str):
+        return zoo_spec(model, weights)
+    from ..restore.deblurrer import Deblurrer
+
+    if isinstance(model, Deblurrer):
+        return deblurrer_spec(model)
+    raise InputError(f"a speed benchmark model must be a ModelSpec, a model name or a facedeblur Deblurrer, not "
+                     f"{type(model).__name__}")
 
 
 # ------------------------------------------------------------------------------------------ FLOPs
@@ -150,8 +195,10 @@ def count_flops(model: Any, *inputs: Any) -> tuple[int, dict[str, int]]:
     return int(fc.get_total_flops()), per
 
 
-def matmul_peak(device: str = "cpu", dtype: str = "fp32", n: int | None = None, repeats: int = 5) -> dict[str, Any]:
-    """Best achieved GFLOP/s of an n x n matmul (2 n^3 FLOPs) on ``device`` in ``dtype``."""
+def matmul_peak(device: str = "cpu", dtype: str = "fp32", n: int | None = None, repeats: int = 5,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Best achieved GFLOP/s of an n x n matmul (2 n^3 FLOPs) on ``device`` in ``dtype``: one untimed matmul, then the
+    fastest of ``repeats`` timed ones (``clock``: seconds, default ``time.perf_counter``)."""
     import torch
 
     dev = torch.device(device)
@@ -165,10 +212,10 @@ def matmul_peak(device: str = "cpu", dtype: str = "fp32", n: int | None = None, 
         torch.mm(a, b)
         for _ in range(repeats):
             _sync(dev)
-            t0 = time.perf_counter()
+            t0 = clock()
             torch.mm(a, b)
             _sync(dev)
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, clock() - t0)
     return {"n": n, "dtype": dtype, "device": str(dev), "best_s": best, "gflops": 2 * n ** 3 / best / 1e9}
 
 
@@ -210,8 +257,9 @@ def time_config(spec: ModelSpec, size: int, batch: int, cfg: SpeedConfig) -> dic
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    row: dict[str, Any] = {"model": spec.name, "device": cfg.device, "dtype": cfg.dtype, "size": size, "batch": batch,
-                           "threads": torch.get_num_threads(), "warmup": cfg.warmup, "repeats": cfg.repeats}
+    row: dict[str, Any] = {"model": spec.name, "engine": spec.engine, "device": cfg.device, "dtype": cfg.dtype,
+                           "size": size, "batch": batch, "threads": torch.get_num_threads(), "warmup": cfg.warmup,
+                           "repeats": cfg.repeats}
     tdt = DTYPES[cfg.dtype]
     if tdt not in spec.dtypes:
         row.update(status="unsupported", reason=f"{spec.name} supports {', '.join(spec.dtypes)}, not {tdt}")
@@ -219,8 +267,9 @@ def time_config(spec: ModelSpec, size: int, batch: int, cfg: SpeedConfig) -> dic
     dev = torch.device(cfg.device)
     dt = getattr(torch, tdt)
     model, note = spec.build(cfg.device, dt)
+    flop_model = spec.flops_build(cfg.device, dt) if spec.flops_build is not None else model
     row["weights"] = note
-    row["params"] = int(sum(p.numel() for p in model.parameters()))
+    row["params"] = int(sum(p.numel() for p in flop_model.parameters()))
     g = torch.Generator(device="cpu").manual_seed(0)
     shape = (batch, 3, size, size) if spec.frame_window <= 1 else (batch, spec.frame_window, 3, size, size)
     x = torch.rand(*shape, generator=g).to(dev, dt)
@@ -237,8 +286,11 @@ def time_config(spec: ModelSpec, size: int, batch: int, cfg: SpeedConfig) -> dic
         mem_method = ("peak RSS (VmHWM, reset via /proc/self/clear_refs) over this configuration's forwards minus the "
                       "RSS before the first (model + input)" if reset else
                       "process lifetime peak RSS (ru_maxrss; could not reset) minus the RSS before the first forward")
-    flops, per_op = count_flops(model, *inputs)  # also the first (untimed) forward
+    flops, per_op = count_flops(flop_model, *inputs)  # also the first (untimed) forward
     row["flops"], row["flops_by_op"] = flops, per_op
+    if flop_model is not model:
+        del flop_model
+        model(*inputs)  # the timed module's own first call (ONNX Runtime allocates its arena here)
     with torch.inference_mode():
         for _ in range(cfg.warmup):
             model(*inputs)
@@ -267,7 +319,7 @@ def _worker(payload: dict[str, Any]) -> dict[str, Any]:
     cfg = SpeedConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["cfg"].items()})
     if payload.get("peak"):
         return matmul_peak(cfg.device, cfg.dtype, cfg.peak_n)
-    spec = zoo_spec(payload["model"], payload.get("weights"))
+    spec = zoo_spec(payload["model"], payload.get("weights"), payload.get("engine", "torch"))
     return time_config(spec, int(payload["size"]), int(payload["batch"]), cfg)
 
 
@@ -283,15 +335,17 @@ def _spawn(payload: dict[str, Any], threads: int | None) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_speed(specs: Sequence[ModelSpec], cfg: SpeedConfig, out_dir: str | os.PathLike | None = None,
+def run_speed(specs: Sequence[Any], cfg: SpeedConfig, out_dir: str | os.PathLike | None = None,
               progress: bool = True, command: str = "", weights: dict[str, str] | None = None) -> dict[str, Any]:
     """Time every model x size x batch of ``cfg`` (in subprocesses if ``cfg.isolate`` and the model is a zoo
-    model), measure the matmul peak, and write ``speed.{csv,json,md}`` + ``plots/speed_latency.svg`` to ``out_dir``."""
+    model), measure the matmul peak, and write ``speed.{csv,json,md}`` + ``plots/speed_latency.svg`` to ``out_dir``.
+    ``specs``: :class:`ModelSpec` objects, model names or loaded Deblurrers (:func:`as_spec`)."""
     from tqdm.auto import tqdm
 
-    from .report import environment
+    from .common import environment
 
     weights = weights or {}
+    specs = [as_spec(s, weights.get(s) if isinstance(s, str) else None) for s in specs]
     load_before = _loadavg()
     payload_cfg = asdict(cfg)
     if cfg.isolate:
@@ -303,19 +357,25 @@ def run_speed(specs: Sequence[ModelSpec], cfg: SpeedConfig, out_dir: str | os.Pa
             torch.set_num_threads(cfg.threads)
         peak = matmul_peak(cfg.device, cfg.dtype, cfg.peak_n)
     rows = []
-    jobs = [(s, size, b) for s in specs for size in cfg.sizes for b in cfg.batches]
+    for engine in cfg.engines:  # zoo models on other engines (a spec made by hand keeps its own engine)
+        if engine != "torch":
+            specs += [zoo_spec(s.name, weights.get(s.name), engine) for s in list(specs)
+                      if s.zoo and s.engine == "torch" and engine not in {t.engine for t in specs if t.name == s.name}]
+    threads_list = list(cfg.thread_counts) or [cfg.threads]
+    jobs = [(s, size, b, t) for s in specs for t in threads_list for size in cfg.sizes for b in cfg.batches]
     bar = tqdm(jobs, desc="speed", unit="config", disable=not progress)
-    for spec, size, b in bar:
-        bar.set_postfix_str(f"{spec.name} {size}px x{b}")
+    for spec, size, b, threads in bar:
+        bar.set_postfix_str(f"{spec.name} {spec.engine} {size}px x{b} t{threads}")
+        job_cfg = dataclasses.replace(cfg, threads=threads)
         try:
             if cfg.isolate and spec.zoo:
-                row = _spawn({"cfg": payload_cfg, "model": spec.name, "size": size, "batch": b,
-                              "weights": weights.get(spec.name)}, cfg.threads)
+                row = _spawn({"cfg": asdict(job_cfg), "model": spec.name, "size": size, "batch": b,
+                              "weights": weights.get(spec.name), "engine": spec.engine}, threads)
             else:
-                row = time_config(spec, size, b, cfg)
+                row = time_config(spec, size, b, job_cfg)
         except Exception as exc:  # one failing configuration (e.g. out of memory) must not lose the others
-            row = {"model": spec.name, "device": cfg.device, "dtype": cfg.dtype, "size": size, "batch": b,
-                   "status": "error", "reason": " ".join(str(exc).split())[:500]}
+            row = {"model": spec.name, "engine": spec.engine, "device": cfg.device, "dtype": cfg.dtype, "size": size,
+                   "batch": b, "threads": threads, "status": "error", "reason": " ".join(str(exc).split())[:500]}
         if row.get("status") == "ok":
             row["pct_of_peak"] = 100 * row["gflops_per_s"] / peak["gflops"]
         rows.append(row)
@@ -335,17 +395,30 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-SPEED_CSV_FIELDS = ["model", "weights", "device", "dtype", "threads", "size", "batch", "status", "median_ms", "p25_ms",
+SPEED_CSV_FIELDS = ["model", "engine", "weights", "device", "dtype", "threads", "size", "batch", "status", "median_ms", "p25_ms",
                     "p75_ms", "min_ms", "max_ms", "latency_ms_per_image", "throughput_img_s", "peak_mem_mb",
                     "peak_mem_abs_mb", "gflop_per_forward", "gflops_per_s", "pct_of_peak", "reason"]
+
+
+def engine_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For every (model, threads, size, batch) timed on both engines: both medians (ms) and torch / onnxruntime."""
+    ok = {(r["model"], r.get("threads"), r["size"], r["batch"], r.get("engine", "torch")): r["median_s"]
+          for r in rows if r.get("status") == "ok"}
+    out = []
+    for (m, t, size, b, e), med in ok.items():
+        if e == "torch" and (m, t, size, b, "onnxruntime") in ok:
+            o = ok[(m, t, size, b, "onnxruntime")]
+            out.append({"model": m, "threads": t, "size": size, "batch": b, "torch_ms": 1000 * med,
+                        "onnxruntime_ms": 1000 * o, "speedup": med / o})
+    return out
 
 
 def write_speed_report(out: Path, doc: dict[str, Any]) -> None:
     import csv
     import io
 
-    from .plots import Series, line_chart, write_svg
-    from .report import env_lines, write_text_atomic
+    from .common import env_lines
+    from .plots import Series, line_chart, write_svg, write_text_atomic
 
     rows = doc["rows"]
     buf = io.StringIO()
@@ -402,20 +475,28 @@ def write_speed_report(out: Path, doc: dict[str, Any]) -> None:
               f"* FLOPs: {doc['flop_convention']}",
               "* models without trained weights are timed with random initialisation: **for speed only** (the "
               "cost of a forward does not depend on the weight values)", "",
-              "| model | weights | dtype | size | batch | median ms (IQR) | min–max ms | ms / image | images/s | "
-              "peak mem MB (abs) | GFLOP / forward | GFLOP/s | % of peak |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| model | engine | weights | dtype | threads | size | batch | median ms (IQR) | min–max ms | ms / image | "
+              "images/s | peak mem MB (abs) | GFLOP / forward | GFLOP/s | % of peak |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        eng, thr = r.get("engine", "torch"), r.get("threads", "")
         if r.get("status") != "ok":
-            lines.append(f"| {r['model']} | – | {r['dtype']} | {r['size']} | {r['batch']} | **{r.get('status')}**: "
-                         f"{r.get('reason', '')} | | | | | | | |")
+            lines.append(f"| {r['model']} | {eng} | – | {r['dtype']} | {thr} | {r['size']} | {r['batch']} | "
+                         f"**{r.get('status')}**: {r.get('reason', '')} | | | | | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['weights']} | {r['dtype']} | {r['size']} | {r['batch']} | "
+            f"| {r['model']} | {eng} | {r['weights']} | {r['dtype']} | {thr} | {r['size']} | {r['batch']} | "
             f"{1000 * r['median_s']:.1f} ({1000 * r['p25_s']:.1f}–{1000 * r['p75_s']:.1f}) | "
             f"{1000 * r['min_s']:.1f}–{1000 * r['max_s']:.1f} | {r['latency_ms_per_image']:.1f} | "
             f"{r['throughput_img_s']:.2f} | {r['peak_mem_mb']:.0f} ({r['peak_mem_abs_mb']:.0f}) | "
             f"{r['flops'] / 1e9:.3g} | {r['gflops_per_s']:.3g} | {r['pct_of_peak']:.2g}% |")
+    ratios = engine_ratios(rows)
+    if ratios:
+        lines += ["", "Engines side by side (median latency; speed-up = torch / onnxruntime, > 1 means ONNX Runtime is "
+                  "faster):", "", "| model | threads | size | batch | torch ms | onnxruntime ms | speed-up |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {q['model']} | {q['threads']} | {q['size']} | {q['batch']} | {q['torch_ms']:.1f} | "
+                  f"{q['onnxruntime_ms']:.1f} | {q['speedup']:.2f}× |" for q in ratios]
     mm = next((r["mem_method"] for r in rows if r.get("mem_method")), "")
     if mm:
         lines += ["", f"Peak memory: {mm}; 'abs' = the absolute peak of the process / device allocator."]

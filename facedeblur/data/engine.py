@@ -26,20 +26,22 @@ import os
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import DataError, InputError
 from ..metrics.severity import SEVERITY_BINS, severity_bin
+from .crops import crop as _crop, crop_box as _crop_box, dedup as _dedup, sharpness as _sharpness
 from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
 from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
 from .sources import Clip, find_clips, iter_frames
 from .strong import InterleavedSet, MixedTrainSet, SharpPool, SynthTrainSet, SynthValSet, split_stills
 from .synth import SynthConfig, format_histogram, severity_histogram
+from .vla import VLAConfig, clip_vla_windows
 
-__all__ = ["PrepConfig", "prepare_windows", "load_manifest", "WindowTrainSet", "WindowValSet", "build_datasets",
+__all__ = ["PrepConfig", "prepare_windows", "prepare_vla_windows", "load_manifest", "WindowTrainSet", "WindowValSet", "build_datasets",
            "severity_bin", "SEVERITY_BINS", "default_cache_dir"]
 
 @dataclass(frozen=True)
@@ -71,67 +73,6 @@ def default_cache_dir() -> Path:
 
 def _is_val(identity: str, cfg: PrepConfig) -> bool:
     return zlib.crc32(f"{cfg.seed}:{identity}".encode()) % 100 < cfg.val_percent
-
-
-def _thumb(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _dedup(frames: Iterator[np.ndarray], threshold: float, kept: list[int]) -> Iterator[np.ndarray]:
-    last = None
-    for i, rgb in enumerate(frames):
-        th = _thumb(rgb)
-        if last is not None and float(np.abs(th - last).mean()) < threshold:
-            continue
-        last = th
-        kept.append(i)
-        yield rgb
-
-
-def _crop_box(boxes: np.ndarray, enlarge: float) -> tuple[float, float, float]:
-    """Window-averaged landmark box -> enlarged square (cx, cy, side)."""
-    x0, y0, x1, y1 = boxes.mean(axis=0)
-    w, h = x1 - x0, y1 - y0
-    x0, y0, x1, y1 = x0 - enlarge * w, y0 - enlarge * h, x1 + enlarge * w, y1 + enlarge * h
-    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
-
-
-def _crop(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
-    """The square ``side`` x ``side`` box centred on (cx, cy), resized to ``size`` x ``size``.
-
-    Geometry (both branches, and the landmark transform of :func:`_prepare_clip`): a source point p (pixel-centre
-    coordinates, as landmarks are) lands at crop coordinate ``(p - (c - side/2)) * size/side``. Pixels outside
-    the image repeat the border.
-    """
-    import cv2
-
-    scale = size / side
-    if scale < 1:  # shrink with area averaging: crisp, alias-free faces from high-resolution clips
-        # patch with a margin of a few source pixels (so the area filter never sees the replicated border of
-        # the patch itself), area-resized by exactly ``scale``, then shifted by the sub-pixel remainder.
-        # INTER_AREA maps pixel edges to pixel edges: x_small + 0.5 = scale * (x_patch + 0.5).
-        margin = int(np.ceil(1 / scale)) + 1
-        x0, y0 = int(np.floor(cx - side / 2)) - margin, int(np.floor(cy - side / 2)) - margin
-        s = int(np.ceil(side)) + 2 * margin + 1
-        pad = max(0, -x0, -y0, x0 + s - rgb.shape[1], y0 + s - rgb.shape[0])
-        src = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
-        patch = src[y0 + pad:y0 + pad + s, x0 + pad:x0 + pad + s]
-        small = cv2.resize(patch, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        # wanted: x_dst = scale * (x_src - cx + side/2) with x_src = x_patch + x0
-        off_x = scale * (cx - side / 2 - x0 + 0.5) - 0.5
-        off_y = scale * (cy - side / 2 - y0 + 0.5) - 0.5
-        m = np.array([[1, 0, -off_x], [0, 1, -off_y]], dtype=np.float64)
-        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], dtype=np.float64)
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _sharpness(rgb: np.ndarray) -> float:
-    import cv2
-
-    return float(cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
 def _prepare_clip(clip: Clip, out_dir: Path, cfg: PrepConfig, detector: LandmarkDetector) -> list[dict[str, Any]]:
@@ -235,6 +176,72 @@ def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, c
     return manifest
 
 
+def prepare_vla_windows(data_dir: str | Path, cache_dir: str | Path | None = None, cfg: PrepConfig = PrepConfig(),
+                        vla: VLAConfig = VLAConfig(), per_clip: int = 20, detector: LandmarkDetector | None = None,
+                        progress: bool = True) -> Path:
+    """Variable-length averaging windows (Chrysos et al. §3.4, :mod:`facedeblur.data.vla`) of every clip under
+    ``data_dir``: up to ``per_clip`` per clip, the same crop, sharpness filter, FMR order, identity split and
+    record fields as :func:`prepare_windows` (``stride`` 1, ``n`` the grown length), plus ``kind: "vla"``, the
+    ``centre_frame``, its FMR position ``centre_index`` and the ``stop`` reason. Cached apart from the fixed-length
+    windows (``vla-<digest>`` under ``cache_dir``), so recipes without VLA windows never build them; an
+    interrupted run resumes by clip. Returns the manifest path (read it with :func:`load_manifest`).
+    """
+    from tqdm.auto import tqdm
+
+    if per_clip < 1:
+        raise InputError(f"per_clip must be >= 1, got {per_clip}")
+    data_dir = Path(data_dir)
+    root = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
+    clips = find_clips(root)
+    key = {"prep": asdict(cfg), "vla": asdict(vla), "per_clip": per_clip}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(cache_dir or default_cache_dir()) / f"vla-{digest}"
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        try:
+            prev_dir = json.loads(manifest.read_text()).get("data_dir")
+        except (ValueError, AttributeError):
+            prev_dir = None
+        if prev_dir is not None and prev_dir != str(data_dir.resolve()):
+            raise DataError(f"the VLA window cache {out} was prepared from {prev_dir}, not {data_dir.resolve()}; "
+                            "pass another cache_dir (or delete that folder to prepare it again)")
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    bar = tqdm(clips, desc="preparing VLA windows", unit="clip", disable=not progress)
+    for clip in bar:
+        done = out / "clips" / f"{clip.name}.json"
+        if done.exists():
+            records += json.loads(done.read_text())
+            continue
+        bar.set_postfix_str(clip.name)
+        detector = detector or default_detector()
+        recs = []
+        for win in clip_vla_windows(clip, detector, vla, per_clip=per_clip, face_size=cfg.face_size,
+                                    enlarge=cfg.enlarge, min_sharpness=cfg.min_sharpness,
+                                    duplicate_threshold=cfg.duplicate_threshold):
+            fname = f"{clip.name}_{win.centre_frame:06d}.npy"
+            np.save(out / fname, win.frames)
+            blurry = average_frames(win.frames)
+            recs.append({
+                "file": fname, "kind": "vla", "clip": clip.name, "identity": clip.identity, "n": win.length,
+                "stride": 1, "start_frame": win.start_frame, "centre_frame": win.centre_frame,
+                "fmr_order": win.order, "centre_index": win.centre_index, "stop": win.stop,
+                "severity": psnr_uint8(blurry, win.frames[(win.length - 1) // 2]),
+                "severity_temporal_centre": psnr_uint8(blurry, win.frames[win.centre_index]),
+                "split": "val" if _is_val(clip.identity, cfg) else "train"})
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(recs))
+        os.replace(tmp, done)
+        records += recs
+    if not records:
+        raise DataError(f"no usable VLA windows in {root}: no faces found, every window was shorter than "
+                        f"min_len={vla.min_len} or failed the sharpness filter (min_sharpness={cfg.min_sharpness})")
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": key, "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
+    os.replace(tmp, manifest)
+    return manifest
+
+
 def load_manifest(manifest: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     manifest = Path(manifest)
     if not manifest.exists():
@@ -243,7 +250,7 @@ def load_manifest(manifest: str | Path) -> tuple[Path, list[dict[str, Any]]]:
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.require(img, requirements=("C", "W"))).permute(2, 0, 1).float().div_(255.0)
 
 
 def _scale_crop(imgs: list[np.ndarray], crop: int, scale_range: tuple[float, float]) -> list[np.ndarray]:
@@ -321,14 +328,24 @@ class WindowTrainSet(torch.utils.data.Dataset):
     one of them. Validation showed such windows (blurry input 45-55 dB: the frames differ only by compression
     noise) are where a network that sharpens every input loses most; identity pairs (input = target, MSE 0) teach
     the same but, under a per-sample PSNR loss, outweigh everything else (see the stage-2 notes in the model
-    card), while the noise here keeps the pair's MSE at a real static window's level."""
+    card), while the noise here keeps the pair's MSE at a real static window's level.
+
+    With probability ``vla_fraction`` a window sample comes from ``vla_windows`` (variable-length averaging,
+    Chrysos et al. §3.4; :func:`prepare_vla_windows`) instead: same FMR-ordered frames, so the same targets."""
 
     def __init__(self, root: Path, windows: list[dict[str, Any]], *, crop: int, scale_range: tuple[float, float],
                  epoch_samples: int, identity_fraction: float = 0.1, stills: StillsSource | None = None,
                  stills_fraction: float = 0.3, centre_fraction: float = 0.0, static_fraction: float = 0.0,
-                 static_noise: tuple[float, float] = (0.3, 1.2)) -> None:
+                 static_noise: tuple[float, float] = (0.3, 1.2), vla_root: Path | None = None,
+                 vla_windows: list[dict[str, Any]] | None = None, vla_fraction: float = 0.0) -> None:
         if not windows:
             raise DataError("no training windows")
+        if not 0.0 <= vla_fraction <= 1.0:
+            raise DataError(f"vla_fraction must lie in [0, 1], got {vla_fraction}")
+        if vla_fraction > 0 and (vla_root is None or not vla_windows):
+            raise DataError("vla_fraction > 0 needs VLA windows (facedeblur.data.engine.prepare_vla_windows); none "
+                            "were given, or no VLA window of a training identity passed the filters")
+        self.vla_root, self.vla_windows, self.vla_fraction = vla_root, list(vla_windows or []), float(vla_fraction)
         fractions = {"identity_fraction": identity_fraction, "stills_fraction": stills_fraction,
                      "static_fraction": static_fraction, "centre_fraction": centre_fraction}
         used_stills = stills_fraction if stills is not None and stills.paths else 0.0
@@ -374,8 +391,11 @@ class WindowTrainSet(torch.utils.data.Dataset):
         if r < self.stills_fraction:
             blurry, sharp, u = self.stills.sample(int(torch.randint(0, 2 ** 31 - 1, ()).item()), self.centre_fraction)
         else:
-            w = int(torch.randint(0, len(self.windows), ()).item())
-            frames = self._frames(w)
+            root, windows = self.root, self.windows
+            if self.vla_fraction > 0 and float(torch.rand(()).item()) < self.vla_fraction:
+                root, windows = self.vla_root, self.vla_windows  # type: ignore[assignment]
+            w = int(torch.randint(0, len(windows), ()).item())
+            frames = np.load(root / windows[w]["file"], mmap_mode="r", allow_pickle=False)
             n = len(frames)
             i = _pick_frame(float(torch.rand(()).item()), n, self.centre_fraction,
                             int(torch.randint(0, n, ()).item()))
@@ -457,15 +477,42 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     epoch_samples = int(training.get("epoch_samples", 12000))
     synth_fraction = float(training.get("synth_fraction", 0.0))
     stills_src = StillsSource(train_stills) if train_stills and synth_fraction == 0 else None
+    vla_fraction = float(training.get("vla_fraction", 0.0))
+    vla_root, vla_train, vla_val = None, None, None
+    if vla_fraction > 0:
+        vla_opts = dict(training.get("vla") or {})
+        per_clip = int(vla_opts.pop("per_clip", 20))
+        try:
+            vla_cfg = VLAConfig(**vla_opts)
+        except TypeError as exc:
+            raise DataError(f"training recipe 'vla': {exc}; keys are per_clip and the fields of "
+                            "facedeblur.data.vla.VLAConfig") from None
+        except InputError as exc:
+            raise DataError(f"training recipe 'vla': {exc}") from None
+        vla_root, vla_w = load_manifest(prepare_vla_windows(data_dir, cache_dir, prep, vla_cfg, per_clip,
+                                                            progress=progress))
+        vla_train = [w for w in vla_w if w["split"] == "train"]
+        vla_val = [w for w in vla_w if w["split"] == "val"]
+        vla_val = [vla_val[i] for i in np.random.default_rng(seed).permutation(len(vla_val))][:max_val]
+        lengths = np.bincount([w["n"] for w in vla_train], minlength=vla_cfg.max_len + 1)
+        print(f"[facedeblur data] VLA windows (Chrysos et al. §3.4): {len(vla_train)} training, {len(vla_val)} "
+              f"validation; {vla_fraction:.0%} of video-window samples; lengths "
+              + ", ".join(f"{n}: {int(c)}" for n, c in enumerate(lengths) if c))
     windows_train = WindowTrainSet(root, train_w, crop=crop, scale_range=scale_aug, epoch_samples=epoch_samples,
                                    identity_fraction=float(training.get("identity_fraction", 0.1)), stills=stills_src,
                                    stills_fraction=float(training.get("stills_fraction", 0.3)),
                                    centre_fraction=float(training.get("centre_fraction", 0.0)),
                                    static_fraction=float(training.get("static_fraction", 0.0)),
-                                   static_noise=tuple(training.get("static_noise", (0.3, 1.2))))
+                                   static_noise=tuple(training.get("static_noise", (0.3, 1.2))),
+                                   vla_root=vla_root, vla_windows=vla_train, vla_fraction=vla_fraction)
     windows_val = WindowValSet(root, val_w)
+    val_sets: list[torch.utils.data.Dataset] = [windows_val]
+    val_names = ["video"]
+    if vla_val:
+        val_sets.append(WindowValSet(vla_root, vla_val))  # type: ignore[arg-type]
+        val_names.append("vla")
     if synth_fraction == 0:
-        return windows_train, windows_val
+        return windows_train, (windows_val if len(val_sets) == 1 else InterleavedSet(val_sets, val_names))
     try:
         cfg = SynthConfig.from_mapping({"face_size": prep.face_size, **dict(training.get("synth") or {})})
     except InputError as exc:
@@ -488,4 +535,6 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     # would be its own input (PSNR capped at 100 dB), and any 8-bit change would swamp the >=36 dB bin's mean
     val_cfg = dataclasses.replace(cfg, identity_sharp=False)
     val_synth = SynthValSet(val_pool, val_cfg, int(training.get("synth_val_count", 200)), seed=seed)
-    return train, InterleavedSet([val_synth, windows_val], ["synth", "video"])
+    if vla_train is not None:
+        train.summary.update({"vla_fraction": vla_fraction, "vla_train_windows": len(vla_train)})
+    return train, InterleavedSet([val_synth, *val_sets], ["synth", *val_names])

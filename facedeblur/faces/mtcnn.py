@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.landmarks import Face
+from ..metrics.face_landmarks import Face
 from ..errors import InputError
 
 __all__ = ["MTCNN", "MTCNNNets", "PNet", "RNet", "ONet", "WEIGHTS_PATH", "WEIGHTS_SHA256", "WEIGHTS_ORIGIN",

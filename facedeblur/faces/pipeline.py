@@ -1,12 +1,17 @@
 """The still-image face pipeline: detect, align, restore (all faces in one batched call), paste back.
 
-``restore_faces(photo, model)`` finds every face (MTCNN, 5 landmarks), aligns each onto the crop its model was
+:func:`restore_face_arrays` finds every face (MTCNN, 5 landmarks), aligns each onto the crop its model was
 trained on (:mod:`facedeblur.faces.align`: least-squares similarity onto the card's 5-point template, at
-``card.input.face_size``), restores the crops in one ``model.restore(list, u=...)`` call, and pastes them back
+``card.input.face_size``), restores the crops in one call of the model's restore callable, and pastes them back
 with a feathered mask (:mod:`facedeblur.faces.paste`). Modelled on GFPGAN's ``enhance`` / facexlib's
 ``FaceRestoreHelper`` (PEERS §4), with the pain points of PEERS §9 addressed: seams (feather proportional to the
 face, residual paste, optional colour matching), batching across faces, work limited to each face's footprint,
 grey / RGBA / 16-bit inputs, and a clear warning (not a silent no-op) when no face is found.
+
+The pipeline takes the model as a :class:`FaceRestorer` (a restore callable and the model's card) and imports
+nothing from :mod:`facedeblur.restore`: a :class:`~facedeblur.restore.Deblurrer` hands itself over with
+:meth:`~facedeblur.restore.Deblurrer.face_restorer`, and the user-facing :func:`facedeblur.restore_faces` (which also
+takes a zoo name and converts any image kind) builds one for any model.
 """
 from __future__ import annotations
 
@@ -14,20 +19,41 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-import torch
 
-from ..errors import InputError
+from ..errors import CapabilityError, InputError
 from .align import crop_style_for, five_points, invert_affine, similarity_transform, template_points, warp_face
 from .paste import COLOR_MATCH_MODES, _check_feather, color_match as _color_match, crop_mask, face_mask, paste_back
 
-__all__ = ["FaceRecord", "NoFaceWarning", "restore_faces", "restore_face_arrays"]
+__all__ = ["FaceRecord", "FaceRestorer", "NoFaceWarning", "restore_face_arrays"]
+
+#: ``restore(crops) -> restored``: a list of (S, S, 3) float32 RGB arrays in [0, 1] in, as many restored images of the
+#: same size out (numpy arrays, or CHW tensors).
+RestoreFn = Callable[[list[np.ndarray]], Sequence[Any]]
 
 
 class NoFaceWarning(UserWarning):
     """``restore_faces`` found no face and returned the image unchanged."""
+
+
+@dataclass(frozen=True)
+class FaceRestorer:
+    """A model as the face pipeline sees it.
+
+    ``restore``: the restore callable, aligned crops -> restored crops (:data:`RestoreFn`); the moment ``u`` and the
+    batch size are the caller's, bound in the callable. ``card``: the model card (``input.face_size`` and
+    ``input.face_crop`` give the crop; ``capabilities.frame_window`` and ``name`` are read too). ``restore_windows``:
+    for multi-frame models (``frame_window`` T > 1, videos only): a list of (T, S, S, 3) float32 windows -> the
+    restored centre crops. ``detector``: builds the default face detector (e.g. a Deblurrer's MTCNN on its device);
+    None: ``MTCNN()`` on the CPU.
+    """
+
+    restore: RestoreFn
+    card: Any
+    restore_windows: RestoreFn | None = None
+    detector: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -78,39 +104,52 @@ def _check_color_mode(color_match: Any) -> str | None:
     raise InputError(f"color_match={color_match!r}: use False, True (= 'lab-mean-std') or 'lab-mean'")
 
 
-def _check_model(model: Any) -> None:
-    if not callable(getattr(model, "restore", None)) or getattr(model, "card", None) is None:
-        raise InputError(f"model must be a facedeblur Deblurrer (facedeblur.load(name)) or an object with "
-                         f".restore(list_of_crops, u=...) and .card; got {type(model).__name__}")
+def _check_restorer(restorer: Any) -> FaceRestorer:
+    if not isinstance(restorer, FaceRestorer) or not callable(restorer.restore) \
+            or getattr(getattr(restorer.card, "input", None), "face_size", None) is None:
+        raise InputError(f"the face pipeline takes a facedeblur.faces.FaceRestorer (a restore callable and a model "
+                         f"card with input.face_size), not {type(restorer).__name__}; for a zoo name or a Deblurrer "
+                         f"use facedeblur.restore_faces / facedeblur.restore_video_file")
+    return restorer
 
 
-def _run_model(model: Any, crops: list[np.ndarray], u: Any, batch_size: int | None = None) -> list[np.ndarray]:
-    """All crops through the model at once (it batches them); each back as (S, S, 3) float32 in [0, 1].
+def _as_image(out: Any) -> np.ndarray:
+    """One restored image as an HxWx3 array: numpy as is, a CHW tensor (anything with ``.detach``) transposed."""
+    if hasattr(out, "detach"):
+        return out.detach().float().cpu().numpy().transpose(1, 2, 0)
+    return np.asarray(out)
 
-    A :class:`~facedeblur.restore.deblurrer.Deblurrer` is called with ``faces=False`` (the crops are already
-    aligned: never detect again) and ``batch_size`` (when given)."""
-    from ..restore.deblurrer import Deblurrer
 
-    if isinstance(model, Deblurrer):
-        extra: dict[str, Any] = {"faces": False}
-        if batch_size is not None:
-            extra["batch_size"] = batch_size
-        outs = model.restore(crops, u=u, **extra)
-    else:
-        outs = model.restore(crops, u=u)
-    if not isinstance(outs, (list, tuple)) or len(outs) != len(crops):
-        raise RuntimeError(f"model.restore returned {type(outs).__name__} for a list of {len(crops)} crops; "
-                           "expected a list of as many images")
+def _checked(outs: Any, inputs: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    """The outputs of a restore callable for ``inputs``: as many (S, S, 3) float32 arrays, finite, clipped to [0, 1]."""
+    if not isinstance(outs, (list, tuple)) or len(outs) != len(inputs):
+        raise RuntimeError(f"{what} returned {type(outs).__name__} for a list of {len(inputs)} crops; expected a list "
+                           "of as many images")
     result = []
-    for crop, out in zip(crops, outs):
-        a = out.detach().cpu().numpy().transpose(1, 2, 0) if isinstance(out, torch.Tensor) else np.asarray(out)
-        if a.shape != crop.shape:
-            raise RuntimeError(f"model.restore returned an image of shape {a.shape} for a crop of {crop.shape}")
+    for crop, out in zip(inputs, outs):
+        a = _as_image(out)
+        shape = crop.shape[-3:]
+        if a.shape != shape:
+            raise RuntimeError(f"{what} returned an image of shape {a.shape} for a crop of {shape}")
         a = a.astype(np.float32)
         if not np.isfinite(a).all():
-            raise RuntimeError("model.restore returned NaN or infinite values")
+            raise RuntimeError(f"{what} returned NaN or infinite values")
         result.append(np.clip(a, 0.0, 1.0))
     return result
+
+
+def _run_restorer(restorer: FaceRestorer, crops: list[np.ndarray]) -> list[np.ndarray]:
+    """All crops through the restore callable at once (it batches them); each back as (S, S, 3) float32 in [0, 1]."""
+    return _checked(restorer.restore(crops), crops, "the model's restore")
+
+
+def _run_windows(restorer: FaceRestorer, windows: list[np.ndarray]) -> list[np.ndarray]:
+    """(T, S, S, 3) windows through ``restore_windows``; the restored centre crops as (S, S, 3) float32 in [0, 1]."""
+    if restorer.restore_windows is None:
+        raise CapabilityError(f"model {getattr(restorer.card, 'name', '?')!r} takes "
+                              f"{restorer.card.capabilities.frame_window} frames per input; its FaceRestorer needs "
+                              f"restore_windows (a facedeblur Deblurrer provides it: facedeblur.load(name))")
+    return _checked(restorer.restore_windows(windows), windows, "the model's restore_windows")
 
 
 def _select(faces: list[Any], shape: tuple[int, ...], only_center_face: bool, max_faces: int | None) -> list[Any]:
@@ -125,22 +164,19 @@ def _select(faces: list[Any], shape: tuple[int, ...], only_center_face: bool, ma
 # ------------------------------------------------------------------------------------------------ core
 
 
-def restore_face_arrays(images: Sequence[np.ndarray], model: Any, u: Any = None, *, aligned: bool = False,
+def restore_face_arrays(images: Sequence[np.ndarray], restorer: FaceRestorer, *, aligned: bool = False,
                         only_center_face: bool = False, max_faces: int | None = None, blend: float = 1.0,
                         color_match: bool | str = False, detector: Any = None, whole_image: bool = False,
                         feather: float = 0.1, paste: Literal["residual", "replace"] = "residual",
-                        template: str | None = None, batch_size: int | None = None
+                        template: str | None = None, stacklevel: int = 1
                         ) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
-    """:func:`restore_faces` on HxWx3 float32 RGB arrays in [0, 1] (not modified), the faces of all images in one
-    model call. Returns the restored arrays and the face records of each image."""
-    return _restore_arrays(images, model, u, aligned, only_center_face, max_faces, blend, color_match, detector,
-                           whole_image, feather, paste, template, stacklevel=3, batch_size=batch_size)
+    """The face pipeline on HxWx3 float32 RGB arrays in [0, 1] (not modified), the faces of all images in one call of
+    ``restorer.restore``. Returns the restored arrays and the face records of each image.
 
-
-def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: bool, only_center_face: bool,
-                    max_faces: int | None, blend: float, color_match: bool | str, detector: Any, whole_image: bool,
-                    feather: float, paste: str, template: str | None, stacklevel: int,
-                    batch_size: int | None = None) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
+    The options are those of :func:`facedeblur.restore_faces`. ``stacklevel``: how many frames above the caller a
+    :class:`NoFaceWarning` is attributed to (wrappers pass 2 or more).
+    """
+    restorer = _check_restorer(restorer)
     for i, im in enumerate(images):
         if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.float32:
             raise InputError(f"images[{i}] must be an HxWx3 float32 RGB array in [0, 1] (restore_faces converts "
@@ -148,7 +184,6 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
     _check_feather(feather)
     if paste not in ("residual", "replace"):
         raise InputError(f"paste={paste!r}: use 'residual' (default) or 'replace'")
-    _check_model(model)
     blend = _check_unit("blend", blend)
     mode = _check_color_mode(color_match)
     if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)
@@ -158,18 +193,17 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
         raise InputError("aligned=True and whole_image=True exclude each other: aligned inputs are face crops, "
                          "whole_image restores an arbitrary photo as one image")
     if whole_image:
-        restored = _run_model(model, [np.ascontiguousarray(im) for im in images], u, batch_size)
+        restored = _checked(restorer.restore([np.ascontiguousarray(im) for im in images]), images,
+                            "the model's restore")
         return [im + blend * (r - im) for im, r in zip(images, restored)], [[] for _ in images]
-    size = int(model.card.input.face_size)
-    style = template if template is not None else crop_style_for(model.card)
+    size = int(restorer.card.input.face_size)
+    style = template if template is not None else crop_style_for(restorer.card)
     tpl = template_points(style, size)  # also validates an explicit template name
     if aligned:
-        return _restore_aligned(images, model, u, size, style, blend, mode, feather, batch_size)
+        return _restore_aligned(images, restorer, size, style, blend, mode, feather)
 
     if detector is None:
-        from .mtcnn import MTCNN
-
-        detector = MTCNN()
+        detector = default_detector(restorer)
     jobs: list[tuple[int, Any, np.ndarray, np.ndarray]] = []  # (image index, face, affine, crop)
     for k, im in enumerate(images):
         u8 = np.clip(np.rint(im * 255.0), 0, 255).astype(np.uint8)
@@ -182,9 +216,9 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
         warnings.warn(NoFaceWarning(
             f"no face found by {type(detector).__name__} in {len(images)} image(s); returned unchanged. Pass "
             "aligned=True if the input is already a face crop, whole_image=True to restore the whole image, or a "
-            "detector that finds smaller faces (e.g. MTCNN(min_face_size=12))"), stacklevel=stacklevel)
+            "detector that finds smaller faces (e.g. MTCNN(min_face_size=12))"), stacklevel=stacklevel + 1)
         return [np.array(im, dtype=np.float32, copy=True) for im in images], records
-    restored = _run_model(model, [c for *_, c in jobs], u, batch_size)
+    restored = _run_restorer(restorer, [c for *_, c in jobs])
     weights = crop_mask(size, feather) if feather > 0 else None
     per_image: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
     for (k, face, m, crop), out in zip(jobs, restored):
@@ -198,9 +232,8 @@ def _restore_arrays(images: Sequence[np.ndarray], model: Any, u: Any, aligned: b
     return outs, records
 
 
-def _restore_aligned(images: Sequence[np.ndarray], model: Any, u: Any, size: int, style: str, blend: float,
-                     mode: str | None, feather: float,
-                     batch_size: int | None = None) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
+def _restore_aligned(images: Sequence[np.ndarray], restorer: FaceRestorer, size: int, style: str, blend: float,
+                     mode: str | None, feather: float) -> tuple[list[np.ndarray], list[list[FaceRecord]]]:
     """Inputs that are already face crops: resized to the model's face size (if needed), restored, and the
     residual resized back; no detection, no mask."""
     import cv2
@@ -218,7 +251,7 @@ def _restore_aligned(images: Sequence[np.ndarray], model: Any, u: Any, size: int
             crops.append(np.clip(cv2.resize(im, (size, size), interpolation=interp), 0, 1).astype(np.float32))
         sx, sy = size / w, size / h  # pixel edges to pixel edges
         mats.append(np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], dtype=np.float64))
-    restored = _run_model(model, crops, u, batch_size)
+    restored = _run_restorer(restorer, crops)
     outs, records = [], []
     for im, crop, out, m in zip(images, crops, restored, mats):
         if mode is not None:
@@ -232,45 +265,11 @@ def _restore_aligned(images: Sequence[np.ndarray], model: Any, u: Any, size: int
     return outs, records
 
 
-def restore_faces(img: Any, model: Any, u: Any = None, aligned: bool = False, only_center_face: bool = False,
-                  max_faces: int | None = None, blend: float = 1.0, color_match: bool | str = False,
-                  detector: Any = None, *, whole_image: bool = False, feather: float = 0.1,
-                  paste: Literal["residual", "replace"] = "residual", template: str | None = None,
-                  channel_order: str = "rgb", batch_size: int | None = None) -> tuple[Any, list[FaceRecord]]:
-    """Restore every face of a photo with a face model; returns ``(restored image, face records)``.
+def default_detector(restorer: FaceRestorer) -> Any:
+    """The face detector used when none is given: ``restorer.detector()`` (a Deblurrer's MTCNN on its device), else
+    an :class:`~facedeblur.faces.MTCNN` on the CPU."""
+    if restorer.detector is not None:
+        return restorer.detector()
+    from .mtcnn import MTCNN
 
-    Args:
-        img: one image -- numpy HxW (grey) / HxWx3 / HxWx4 (alpha kept) in uint8, uint16 or float [0, 1]; a PIL
-            image; a path; a CHW tensor. Returned as the same kind (grey stays grey).
-        model: a :class:`~facedeblur.restore.deblurrer.Deblurrer` (or anything with ``.restore(list, u=...)`` and a
-            ``.card`` with ``input.face_size`` / ``input.face_crop``).
-        u: passed to the model (the CFMD-GAN moment in [0, 1]; None = the card's default).
-        aligned: the input is already a face crop of the model's kind: no detection, resized to the face size.
-        only_center_face / max_faces: restore only the face nearest the centre / the largest N faces.
-        blend: 0 = input unchanged ... 1 = full restoration (a linear mix of the pasted correction).
-        color_match: False, True (= ``"lab-mean-std"``) or ``"lab-mean"``: Reinhard colour transfer of each restored
-            crop to its input crop (see :mod:`facedeblur.faces.paste`).
-        detector: any object with ``.detect(rgb_uint8) -> list[Face]`` (5 or 68 landmarks); default
-            :class:`~facedeblur.faces.MTCNN` (pass one to reuse it across calls or to change ``min_face_size``).
-        whole_image: restore the whole image as one input instead (for fully convolutional models).
-        feather: width of the blending band, a fraction of each face crop's side (0.1; 0 = hard edge).
-        paste: ``"residual"`` (paste the model's change; exact where the model changes nothing) or ``"replace"``.
-        template: crop style name (see :data:`facedeblur.faces.align.TEMPLATES`); default from the card.
-        channel_order: ``"bgr"`` for OpenCV arrays.
-        batch_size: crops per forward pass of a :class:`~facedeblur.restore.deblurrer.Deblurrer` (default its 8).
-
-    With no face found a :class:`NoFaceWarning` is issued and the image is returned unchanged.
-    """
-    from ..restore.convert import prepare
-
-    prep = prepare(img, channel_order)
-    if len(prep.frames) != 1:
-        raise InputError(f"restore_faces takes one image, got {len(prep.frames)}; call it once per image (or use "
-                         "restore_face_arrays for a list of HxWx3 float arrays)")
-    rgb = np.ascontiguousarray(prep.frames[0].permute(1, 2, 0).numpy(), dtype=np.float32)
-    outs, records = _restore_arrays([rgb], model, u, aligned, only_center_face, max_faces, blend, color_match,
-                                    detector, whole_image, feather, paste, template, stacklevel=3,
-                                    batch_size=batch_size)
-    if not records[0] and not whole_image and isinstance(img, np.ndarray):
-        return img.copy(), []
-    return prep.finish([torch.from_numpy(outs[0]).permute(2, 0, 1)]), records[0]
+    return MTCNN()

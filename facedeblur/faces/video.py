@@ -1,6 +1,7 @@
 """Face restoration of video files: stream, detect, track, smooth, restore, paste back, write, copy the audio.
 
-``restore_video_file(src, dst, model)`` reads ``src`` frame by frame (``cv2.VideoCapture``) and writes ``dst``
+:func:`process_video_file` (the engine behind :func:`facedeblur.restore_video_file`, which also takes a zoo name or
+a Deblurrer) reads ``src`` frame by frame (``cv2.VideoCapture``) and writes ``dst``
 (``cv2.VideoWriter``) with the same frame count, frame rate and size. Memory does not grow with the length of the
 video: only a short window of frames is held (detection chunk + smoothing look-ahead + one restoration batch,
 plus the model's frame window). Per frame:
@@ -50,10 +51,11 @@ from ..errors import CapabilityError, InputError
 from .align import affine_scale, crop_style_for, five_points, invert_affine, similarity_transform, template_points, \
     warp_face
 from .paste import _check_feather, color_match as _color_match, crop_mask, footprint, paste_back
-from .pipeline import NoFaceWarning, _check_color_mode, _check_model, _check_unit, _run_model, _select
+from .pipeline import (FaceRestorer, NoFaceWarning, _check_color_mode, _check_restorer, _check_unit, _run_restorer,
+                       _run_windows, _select, default_detector)
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_CODECS", "AudioNotCopiedWarning", "VideoFace", "VideoResult", "FaceTracker",
-           "smooth_at", "smooth_track", "landmark_jitter", "is_video", "restore_video_file"]
+           "smooth_at", "smooth_track", "landmark_jitter", "is_video", "check_video_paths", "process_video_file"]
 
 #: File suffixes treated as videos (lower case).
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -388,17 +390,18 @@ class _Frame:
 class _FaceStream:
     """Turns a stream of BGR frames into restored BGR frames (see the module docstring); holds a bounded window."""
 
-    def __init__(self, model: Any, u: Any, detector: Any, batch_size: int, smoothing: int, only_center_face: bool,
+    def __init__(self, restorer: FaceRestorer, detector: Any, batch_size: int, smoothing: int, only_center_face: bool,
                  max_faces: int | None, blend: float, color_mode: str | None, feather: float, paste: str,
                  template: str | None, on_frame: Callable[[int, list[VideoFace]], None] | None) -> None:
-        self.model, self.u, self.detector = model, u, detector
+        self.restorer, self.detector = restorer, detector
+        card = restorer.card
         self.batch_size, self.radius = batch_size, smoothing
         self.only_center_face, self.max_faces = only_center_face, max_faces
         self.blend, self.color_mode, self.feather, self.paste = blend, color_mode, feather, paste
         self.on_frame = on_frame
-        self.size = int(model.card.input.face_size)
-        self.tpl = template_points(template if template is not None else crop_style_for(model.card), self.size)
-        self.window = max(int(getattr(model.card.capabilities, "frame_window", 1) or 1), 1)
+        self.size = int(card.input.face_size)
+        self.tpl = template_points(template if template is not None else crop_style_for(card), self.size)
+        self.window = max(int(getattr(card.capabilities, "frame_window", 1) or 1), 1)
         self.before = (self.window - 1) // 2
         self.after = self.window - 1 - self.before
         self.lookahead = max(self.radius, self.after)
@@ -525,25 +528,17 @@ class _FaceStream:
 
     def _restore(self, crops: list[np.ndarray], windows: list[list[np.ndarray] | None]) -> list[np.ndarray]:
         if self.window <= 1:
-            return _run_model(self.model, crops, self.u, self.batch_size)
-        import torch
-
-        tensors = [torch.from_numpy(np.stack(w)).permute(0, 3, 1, 2).contiguous() for w in windows]  # type: ignore
-        us = self.model._resolve_u(self.u, 1) * len(tensors)
-        outs = self.model._run(tensors, us, self.batch_size)
-        result = []
-        for o in outs:
-            a = o.detach().float().cpu().numpy().transpose(1, 2, 0)
-            if not np.isfinite(a).all():
-                raise RuntimeError("the model returned NaN or infinite values")
-            result.append(np.clip(a, 0.0, 1.0).astype(np.float32))
-        return result
+            return _run_restorer(self.restorer, crops)
+        return _run_windows(self.restorer, [np.stack(w) for w in windows])  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ entry point
 
 
-def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+def check_video_paths(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
+    """:class:`~facedeblur.errors.InputError` unless ``src`` is an existing video file and ``dst`` a video file name
+    that is not ``src``, not a folder and (without ``overwrite``) not an existing file."""
+    src, dst = Path(src), Path(dst)
     if not src.exists():
         raise InputError(f"{str(src)!r}: no such file")
     if src.is_dir():
@@ -560,46 +555,41 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise InputError(f"output {str(dst)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
 
 
-def restore_video_file(src: str | os.PathLike, dst: str | os.PathLike, model: Any, u: Any = None, *,
-                       faces: bool | None = None, batch_size: int = 8, detector: Any = None, smoothing: int = 3,
-                       only_center_face: bool = False, max_faces: int | None = None, blend: float = 1.0,
-                       color_match: bool | str = False, feather: float = 0.1, paste: str = "residual",
-                       template: str | None = None, codec: str | None = None, audio: bool = True,
-                       overwrite: bool = False, progress: bool = True,
-                       on_frame: Callable[[int, list[VideoFace]], None] | None = None) -> VideoResult:
-    """Restore the faces of the video ``src`` into ``dst`` (same frame count, fps and size); see the module doc.
+def process_video_file(src: str | os.PathLike, dst: str | os.PathLike, restorer: FaceRestorer | None = None, *,
+                       frames: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]] | None = None,
+                       batch_size: int = 8, detector: Any = None, smoothing: int = 3, only_center_face: bool = False,
+                       max_faces: int | None = None, blend: float = 1.0, color_match: bool | str = False,
+                       feather: float = 0.1, paste: str = "residual", template: str | None = None,
+                       codec: str | None = None, audio: bool = True, overwrite: bool = False, progress: bool = True,
+                       name: str = "", on_frame: Callable[[int, list[VideoFace]], None] | None = None) -> VideoResult:
+    """The video engine: read ``src``, restore, write ``dst`` (same frame count, fps and size); see the module doc.
 
-    Args:
-        src, dst: video files (:data:`VIDEO_EXTENSIONS`); ``dst``'s suffix picks the container.
-        model: a :class:`~facedeblur.restore.deblurrer.Deblurrer` (or an object with ``.restore(list, u=...)`` and
-            ``.card``, for single-frame cards).
-        u: the moment for continuous models (None: the card's default).
-        faces: None (auto: the face pipeline for cards with ``aligned_face_input``, else whole frames), True, or
-            False (whole frames through :meth:`~facedeblur.restore.deblurrer.Deblurrer.restore_video`).
-        batch_size: frames whose faces are restored in one model call (and the model's batch size).
-        detector: default :class:`~facedeblur.faces.MTCNN` (pass one to change ``min_face_size``).
-        smoothing: landmark smoothing radius r in frames (0: off); also the look-ahead.
-        only_center_face, max_faces, blend, color_match, feather, paste, template: as in
-            :func:`facedeblur.faces.restore_faces`, per frame.
-        codec: FourCC (default :data:`DEFAULT_CODECS` by suffix; ``"FFV1"`` in .avi/.mkv is lossless).
-        audio: copy the source's audio with ffmpeg when it is on PATH.
-        overwrite: replace an existing ``dst`` (never ``src``).
-        progress: tqdm bar with frames per second and ETA.
-        on_frame: called as ``on_frame(index, [VideoFace, ...])`` for every frame, in order.
+    Exactly one of ``restorer`` (the face pipeline: detect, track, smooth, restore the aligned faces with the
+    :class:`~facedeblur.faces.FaceRestorer`, paste back) and ``frames`` (whole frames: a function from the iterator of
+    decoded BGR uint8 frames to the restored BGR uint8 frames, e.g. a Deblurrer's ``restore_video``) is given.
+    ``batch_size`` frames have their faces restored in one call of the restore callable. ``detector``: default
+    ``restorer.detector()``, else :class:`~facedeblur.faces.MTCNN`. ``name``: the model name for the progress bar. The
+    other options are those of :func:`facedeblur.restore_video_file`.
 
     Returns a :class:`VideoResult`. Warns :class:`NoFaceWarning` when no frame has a face (the video is written
     unchanged) and :class:`AudioNotCopiedWarning` when the audio could not be copied.
-    Raises :class:`~facedeblur.errors.InputError` for missing / unreadable / unsupported files.
+    Raises :class:`~facedeblur.errors.InputError` for missing / unreadable / unsupported files and bad options.
     """
     import cv2
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     src_p, dst_p = Path(src), Path(dst)
-    _check_paths(src_p, dst_p, overwrite)
-    _check_model(model)
-    if faces is not None and not isinstance(faces, bool):
-        raise InputError(f"faces={faces!r}: pass True, False or None (auto)")
+    check_video_paths(src_p, dst_p, overwrite)
+    if (restorer is None) == (frames is None):
+        raise InputError("process_video_file takes exactly one of restorer= (the face pipeline) and frames= (whole "
+                         "frames)")
+    use_faces = restorer is not None
+    if use_faces:
+        restorer = _check_restorer(restorer)
+        name = name or str(getattr(restorer.card, "name", ""))
+    elif not callable(frames):
+        raise InputError(f"frames must be a function of the frame iterator, not {type(frames).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
     if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Integral) or not 0 <= smoothing <= 30:
@@ -613,24 +603,18 @@ def restore_video_file(src: str | os.PathLike, dst: str | os.PathLike, model: An
     feather = _check_feather(feather)
     if paste not in ("residual", "replace"):
         raise InputError(f"paste={paste!r}: use 'residual' (default) or 'replace'")
-    use_faces = bool(model.card.capabilities.aligned_face_input) if faces is None else faces
-    window = int(model.card.capabilities.frame_window or 1)
-    if hasattr(model, "_resolve_u"):
-        model._resolve_u(u, 1)  # bad u: fail before reading anything
-    if (window > 1 or not use_faces) and not hasattr(model, "_run"):
-        raise CapabilityError(f"model {model.card.name!r}: multi-frame and whole-frame video restoration need a "
-                              "facedeblur Deblurrer (facedeblur.load(name))")
     if use_faces:
-        template_points(template if template is not None else crop_style_for(model.card), 8)  # validate early
+        assert restorer is not None
+        window = int(restorer.card.capabilities.frame_window or 1)
+        if window > 1 and restorer.restore_windows is None:
+            raise CapabilityError(f"model {name!r} takes {window} frames per input: its FaceRestorer needs "
+                                  "restore_windows (a facedeblur Deblurrer provides it: facedeblur.load(name))")
+        template_points(template if template is not None else crop_style_for(restorer.card), 8)  # validate early
     suffix = dst_p.suffix.lower()
     fourcc = _check_fourcc(codec if codec is not None else DEFAULT_CODECS[suffix])
     if use_faces and detector is None:
-        if hasattr(model, "face_detector"):
-            detector = model.face_detector()
-        else:
-            from .mtcnn import MTCNN
-
-            detector = MTCNN()
+        assert restorer is not None
+        detector = default_detector(restorer)
 
     cap, fps, count = _open_capture(src_p)
     notes: list[str] = []
@@ -659,14 +643,15 @@ def restore_video_file(src: str | os.PathLike, dst: str | os.PathLike, model: An
             writer.set(cv2.VIDEOWRITER_PROP_QUALITY, _MJPG_QUALITY)
         stream = None
         if use_faces:
-            stream = _FaceStream(model, u, detector, int(batch_size), int(smoothing), bool(only_center_face),
+            assert restorer is not None
+            stream = _FaceStream(restorer, detector, int(batch_size), int(smoothing), bool(only_center_face),
                                  max_faces, blend, color_mode, feather, paste, template, on_frame)
-            outputs = stream.run(_frames(cap, first))
+            outputs: Iterable[np.ndarray] = stream.run(_frames(cap, first))
         else:
-            outputs = model.restore_video(_frames(cap, first), u=u, channel_order="bgr", batch_size=int(batch_size),
-                                          progress=False)
+            assert frames is not None
+            outputs = frames(_frames(cap, first))
         written = 0
-        with tqdm(total=count or None, disable=not progress, desc=f"video {getattr(model.card, 'name', '')}",
+        with tqdm(total=count or None, disable=not progress, desc=f"video {name}",
                   unit="frame", dynamic_ncols=True) as bar:
             for frame in outputs:
                 if frame.shape[:2] != (h, w):

@@ -6,7 +6,8 @@
 * :mod:`.identity`: identity distance with a face-recognition embedding (dlib offline; ArcFace/FaceNet when
   their weights are present).
 * :mod:`.landmarks`: 68-point landmark error, CED, AUC@0.08, failure rate (Chrysos et al. §5.4) and the face
-  detection success rate.
+  detection success rate; :mod:`.face_landmarks`: the face record, the detector interface and dlib's 68-point
+  detector (also used by the data engine).
 * :mod:`.noref`: no-reference sharpness (variance of the Laplacian, Tenengrad).
 * :mod:`.perceptual`: LPIPS and FID with the real networks, or "unavailable" with the reason.
 

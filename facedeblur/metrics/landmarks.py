@@ -19,15 +19,13 @@ images in which the detector finds at least one face; here dlib's HOG frontal de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ._common import MetricUnavailable, require_dlib, to_uint8_rgb
-
-if TYPE_CHECKING:
-    from ..data.landmarks import LandmarkDetector
+from .face_landmarks import DlibLandmarker, LandmarkDetector
 
 __all__ = ["nme", "ced_curve", "auc", "failure_rate", "LandmarkLocalisation", "LandmarkReport",
            "detection_success_rate", "DetectionReport", "default_landmark_detector", "MAX_ERROR"]
@@ -40,9 +38,8 @@ NME_CONVENTION = ("landmark error = mean point-to-point distance of the 68 point
 
 
 def default_landmark_detector(detect_size: int = 320, upsample: int = 1) -> LandmarkDetector:
-    """dlib HOG frontal detector + 68-point predictor (``facedeblur.data.landmarks.DlibLandmarker``)."""
+    """dlib HOG frontal detector + 68-point predictor (:class:`~facedeblur.metrics.face_landmarks.DlibLandmarker`)."""
     require_dlib()
-    from ..data.landmarks import DlibLandmarker
     from ..errors import DataError
 
     try:

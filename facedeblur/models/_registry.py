@@ -1,25 +1,19 @@
-"""Model registry: architectures register a builder with a decorator; variants are zoo configs.
+"""Architecture registry: model files register a builder (and its inference adapter) with a decorator.
 
 * An **architecture** (``cfmd_gan``) is a builder function in one model file, registered with
   :func:`register_model` together with its :class:`InferenceAdapter` (how the network is called and which of
-  its outputs is the restored image). Model files are imported explicitly by ``facedeblur.models`` (no scanning).
-* A **variant** (``cfmd-gan.paper``, ``cfmd-gan.lite``) is one YAML file in ``zoo_configs/``: architecture
-  kwargs, input contract, capabilities, weights source, licence, training record, metrics. It is read
-  lazily, when a name is asked for, into a :class:`~facedeblur.cards.ModelCard`.
-* A **family** (``cfmd-gan``) resolves to its variant marked ``default: true``.
-* Sources outside the zoo use timm's grammar: ``hf-hub:org/repo[@revision]`` and ``local-dir:PATH``.
+  its outputs is the restored image). The zoo's model files are listed in ``facedeblur.models.MODEL_FILES``
+  (module -> the architectures it registers and their tasks) and imported on first use (no scanning).
+* Variants, families and the name grammar (zoo configs, ``hf-hub:``, ``local-dir:``) are
+  :mod:`facedeblur.models.zoo`; cards of models outside the zoo are read by :mod:`facedeblur.models.sources`.
 
 The card types live in :mod:`facedeblur.cards` and are re-exported here for existing imports.
 """
 from __future__ import annotations
 
-import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Iterator
-
-import yaml
 
 from ..cards import TRAINING_RECORD_KEYS, Capabilities, InputContract, ModelCard, PaperRef, WeightsSpec
 from ..errors import CapabilityError, DataError, ModelNotFoundError
@@ -30,8 +24,7 @@ if TYPE_CHECKING:  # annotations only: torch loads when a network is called
 
 __all__ = ["register_model", "unregister_model", "registry_scope", "ModelCard", "TRAINING_RECORD_KEYS",
            "WeightsSpec", "InputContract", "Capabilities", "PaperRef", "ArchEntry", "InferenceAdapter",
-           "default_adapter", "adapter_for", "get_arch", "list_archs", "list_models", "get_card", "card_from_dict",
-           "parse_model_name", "TASKS"]
+           "default_adapter", "adapter_for", "get_arch", "list_archs", "arch_task", "card_from_dict", "TASKS"]
 
 TASKS = ("image", "image-continuous", "video", "pipeline")
 
@@ -133,6 +126,10 @@ def register_model(name: str, *, task: str, discriminator: str | None = None,
         raise ValueError(f"task must be one of {TASKS}, not {task!r}")
     if adapter is not None and not isinstance(adapter, InferenceAdapter):
         raise TypeError(f"adapter must be an InferenceAdapter, not {type(adapter).__name__}")
+    declared = _declared_tasks().get(name)
+    if declared is not None and declared != task:
+        raise ValueError(f"architecture {name!r} registers task {task!r}, but facedeblur.models.MODEL_FILES declares "
+                         f"{declared!r}; make the two agree")
     entry_adapter = adapter if adapter is not None else default_adapter(task)
 
     def deco(fn: Callable) -> Callable:
@@ -178,6 +175,7 @@ def get_arch(name: str) -> ArchEntry:
 
 
 def list_archs() -> list[str]:
+    """The names of all registered architectures (the zoo's model files are imported first)."""
     from . import _ensure_loaded
 
     _ensure_loaded()
@@ -203,93 +201,24 @@ def adapter_for(card: ModelCard) -> InferenceAdapter:
 # ----------------------------------------------------------------------------------------------- cards
 
 
+def _declared_tasks() -> dict[str, str]:
+    """Architecture -> task, as declared for the zoo's model files in ``facedeblur.models.MODEL_FILES``."""
+    from . import MODEL_FILES
+
+    return {arch: task for archs in MODEL_FILES.values() for arch, task in archs.items()}
+
+
+def arch_task(name: str) -> str:
+    """The task of architecture ``name`` without importing a model file when it can: a registered architecture's
+    task, else the task ``MODEL_FILES`` declares for it (checked by :func:`register_model` when the file loads), else
+    the model files are imported (:class:`ModelNotFoundError` for an unknown name). So reading a zoo card
+    (``facedeblur list`` / ``info``) imports no torch."""
+    if name in _ARCHS:
+        return _ARCHS[name].task
+    declared = _declared_tasks().get(name)
+    return declared if declared is not None else get_arch(name).task
+
+
 def card_from_dict(data: dict[str, Any], *, source: str = "zoo") -> ModelCard:
-    """:meth:`ModelCard.from_dict` with a missing ``task`` taken from the registered architecture."""
-    return ModelCard.from_dict(data, source=source, task_of=lambda arch: get_arch(arch).task)
-
-
-def _zoo_files() -> dict[str, Any]:
-    return {p.name[:-5]: p for p in resources.files("facedeblur.zoo_configs").iterdir() if p.name.endswith(".yaml")}
-
-
-def _read_zoo_card(variant: str) -> ModelCard:
-    files = _zoo_files()
-    data = yaml.safe_load(files[variant].read_text(encoding="utf-8"))
-    if data.get("name") != variant:
-        raise ValueError(f"zoo config {variant}.yaml names itself {data.get('name')!r}")
-    return card_from_dict(data)
-
-
-def _default_variants() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for variant in _zoo_files():
-        card = _read_zoo_card(variant)
-        if card.default:
-            if card.family in out:
-                raise ValueError(f"two default variants for {card.family}: {out[card.family]} and {variant}")
-            out[card.family] = variant
-    return out
-
-
-def parse_model_name(name: str) -> tuple[str, str]:
-    """Split a model name into (source, rest): ``("zoo", "cfmd-gan.paper")``, ``("hf-hub", "org/repo@rev")``,
-    ``("local-dir", "/path")``. A plain name that looks like a path is rejected (timm's rule): falling back
-    to a zoo model of the same basename would silently load different weights."""
-    if not isinstance(name, str) or not name.strip():
-        raise ModelNotFoundError(f"model name must be a non-empty string, got {name!r}")
-    for prefix in ("hf-hub:", "hf_hub:", "local-dir:"):
-        if name.startswith(prefix):
-            rest = name[len(prefix):]
-            if not rest:
-                raise ModelNotFoundError(f"{name!r}: nothing after the {prefix!r} prefix")
-            return prefix[:-1].replace("_", "-"), rest
-    if any(ch in name for ch in "/\\:"):
-        raise ModelNotFoundError(
-            f"{name!r} looks like a path or repository id, not a zoo model name. Use 'hf-hub:ORG/REPO[@REVISION]' "
-            f"for a Hugging Face Hub repository or 'local-dir:PATH' for a folder with model.safetensors + config.json.")
-    return "zoo", name
-
-
-def resolve_zoo_name(name: str) -> str:
-    """``cfmd-gan`` -> its default variant; ``cfmd-gan.paper`` -> itself; unknown -> ModelNotFoundError."""
-    files = _zoo_files()
-    if name in files:
-        return name
-    defaults = _default_variants()
-    if name in defaults:
-        return defaults[name]
-    import difflib
-
-    known = sorted(set(files) | set(defaults))
-    close = [n for n in known if n.split(".")[0] == name.split(".")[0]] or difflib.get_close_matches(name, known, n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ModelNotFoundError(f"unknown model {name!r}.{hint} See facedeblur.list_models() or `facedeblur list`.")
-
-
-def get_card(name: str, cache_dir: str | None = None) -> ModelCard:
-    """The card of a zoo name (family or variant), or of an ``hf-hub:``/``local-dir:`` source (whose
-    ``config.json`` is fetched through ``facedeblur.weights``, cached in ``cache_dir``)."""
-    source, rest = parse_model_name(name)
-    if source != "zoo":
-        from ..weights import card_from_source
-
-        return card_from_source(source, rest, cache_dir=cache_dir)
-    return _read_zoo_card(resolve_zoo_name(rest))
-
-
-def list_models(pattern: str = "*", task: str | None = None, pretrained: bool | None = None) -> list[str]:
-    """Zoo variant names matching a glob ``pattern`` (families match too: ``cfmd-gan`` lists its variants),
-    optionally filtered by ``task`` (one of :data:`TASKS`) and by whether trained weights exist."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS} or None, not {task!r}")
-    out = []
-    for variant in sorted(_zoo_files()):
-        if not (fnmatch.fnmatch(variant, pattern) or fnmatch.fnmatch(variant.split(".")[0], pattern)):
-            continue
-        card = _read_zoo_card(variant)
-        if task is not None and card.task != task:
-            continue
-        if pretrained is not None and card.pretrained != pretrained:
-            continue
-        out.append(variant)
-    return out
+    """:meth:`ModelCard.from_dict` with a missing ``task`` taken from the architecture (:func:`arch_task`)."""
+    return ModelCard.from_dict(data, source=source, task_of=arch_task)

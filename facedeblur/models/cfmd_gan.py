@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ._registry import InferenceAdapter, register_model
-from .layers import DeformConv2d, SqueezeExcite, lrelu
+from .layers import DeformConv2d, SqueezeExcite, exporting, lrelu
 
 __all__ = ["CFMDGenerator", "CFMDDiscriminator", "cfmd_gan", "cfmd_gan_discriminator", "CFMD_ADAPTER", "ResidualGate",
            "GATE_FEATURES", "input_sharpness", "uncalibrated_state"]
@@ -105,6 +105,8 @@ class ControlFusion(nn.Module):
         c = x.shape[1]
         w_feat = self.weight[:, :c].to(x.dtype).contiguous()  # contiguous: oneDNN instead of the slow path
         bias = ctrl.to(x.dtype) @ self.weight[:, c:, 0, 0].t().to(x.dtype)  # (N, C)
+        if exporting():  # one graph for every batch size (the branches below specialise on n and layout)
+            return F.conv2d(x, w_feat) + bias[:, :, None, None]
         n, _, h, w = x.shape
         if x.is_contiguous(memory_format=torch.channels_last):
             # a 1x1 conv on channels-last data is one GEMM (N, HW, C) @ (C, C) with the bias fused (baddbmm)
@@ -264,10 +266,26 @@ def input_sharpness(x: torch.Tensor) -> torch.Tensor:
     def grad_mean(img: torch.Tensor) -> torch.Tensor:
         gr = F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), kernels)
         mag = gr.pow(2).sum(dim=1).sqrt()
+        if exporting():  # the same central half, with its bounds computed in the graph (dynamic image size)
+            return _central_mean(mag)
         h, w = mag.shape[-2:]
         return mag[:, h // 4:h - h // 4, w // 4:w - w // 4].mean(dim=(1, 2))
 
     return grad_mean(g) / grad_mean(blurred).clamp_min(1e-6)
+
+
+def _central_mean(mag: torch.Tensor) -> torch.Tensor:
+    """Mean of ``mag`` (N, H, W) over rows ``[H//4, H - H//4)`` and columns ``[W//4, W - W//4)``, with the bounds
+    computed from the tensor's shape inside the graph (for export; eager code slices)."""
+    def inside(idx: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+        q = torch.div(size, 4, rounding_mode="floor")
+        return ((idx >= q) & (idx < size - q)).to(mag.dtype)
+
+    shape = torch._shape_as_tensor(mag)
+    rows = torch.ones_like(mag[0, :, 0], dtype=torch.int64).cumsum(0) - 1
+    cols = torch.ones_like(mag[0, 0, :], dtype=torch.int64).cumsum(0) - 1
+    sel = inside(rows, shape[1]).view(1, -1, 1) * inside(cols, shape[2]).view(1, 1, -1)
+    return (mag * sel).sum(dim=(1, 2)) / sel.sum()
 
 
 class ResidualGate(nn.Module):
@@ -310,8 +328,8 @@ class ResidualGate(nn.Module):
         if u is None:
             raise ValueError("this gate depends on u (num_u_knots > 1); pass the control factor")
         uk = self.u_knots.float()
-        u = u.float().reshape(-1).expand(s.shape[0]).clamp(uk[0], uk[-1])
-        i = torch.searchsorted(uk, u, right=True).clamp(1, len(uk) - 1)
+        u = u.float().reshape(-1).expand_as(s).clamp(uk[0], uk[-1])
+        i = _right_index(uk, u).clamp(1, len(uk) - 1)
         t = (u - uk[i - 1]) / (uk[i] - uk[i - 1]).clamp_min(1e-12)
         lo, hi = rows.gather(1, (i - 1)[:, None])[:, 0], rows.gather(1, i[:, None])[:, 0]
         return lo + t * (hi - lo)
@@ -337,10 +355,16 @@ def uncalibrated_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict
     return out
 
 
+def _right_index(xp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``torch.searchsorted(xp, x, right=True)`` for a short sorted 1-D ``xp``, written as a count of
+    ``xp <= x`` so that it exports to ONNX (which has no searchsorted) with the same integer result."""
+    return (x.unsqueeze(-1) >= xp).sum(dim=-1)
+
+
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """numpy.interp for 1-D torch tensors (clamped at the ends)."""
     x = x.clamp(xp[0], xp[-1])
-    i = torch.searchsorted(xp, x, right=True).clamp(1, len(xp) - 1)
+    i = _right_index(xp, x).clamp(1, len(xp) - 1)
     x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
     t = (x - x0) / (x1 - x0).clamp_min(1e-12)
     return f0 + t * (f1 - f0)

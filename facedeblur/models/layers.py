@@ -16,26 +16,19 @@ from __future__ import annotations
 
 import importlib.util
 from functools import lru_cache
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "lrelu", "cpu_has_fast_dtype"]
-
-#: names that moved to :mod:`facedeblur.models.cfmd_gan` (the do-no-harm gate is CFMD-GAN's); still importable
-#: from here, resolved on first use (a module-level import would be a circle: cfmd_gan imports this module)
-_MOVED_TO_CFMD_GAN = ("ResidualGate", "uncalibrated_state", "input_sharpness", "GATE_FEATURES")
+__all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "lrelu", "cpu_has_fast_dtype",
+           "exporting"]
 
 
-def __getattr__(name: str) -> Any:
-    """Backward-compatible access to the gate names that moved to :mod:`facedeblur.models.cfmd_gan`."""
-    if name in _MOVED_TO_CFMD_GAN:
-        from . import cfmd_gan
-
-        return getattr(cfmd_gan, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def exporting() -> bool:
+    """Whether the code runs under a graph exporter (ONNX, TorchScript tracing or ``torch.export``), where
+    layers take their exportable formulation."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
@@ -135,6 +128,8 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, m
                          f"stride {stride}, padding {padding}, dilation {dilation}")
     grads = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, offset, mask, weight, bias))
+    if exporting():
+        return _deform_export(x, offset, weight, mask, bias, stride, padding, dilation)
     if grads:
         # training: grid_sample's fused backward is ~4x faster than embedding_bag's sort-based one
         return _deform_grid_sample(x, offset, weight, mask, bias, stride, padding, dilation)
@@ -181,6 +176,38 @@ def _deform_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Ten
     else:
         out = torch.baddbmm(bias.to(x.dtype).view(1, -1, 1).expand(n, -1, h_out * w_out), w_mat, sampled)
     return out.view(n, c_out, h_out, w_out)
+
+
+def _deform_export(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,
+                   bias: torch.Tensor | None, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """Graph-export path: the :func:`_deform_grid_sample` formula with every size taken from the tensors at run
+    time (``Shape`` ops, index vectors made by ``cumsum`` of ones), so an exported graph keeps a dynamic batch and
+    image size. ``grid_sample`` becomes ONNX ``GridSample`` (opset >= 16), which ONNX Runtime runs on CPU; the
+    gather path (``embedding_bag``, a Python chunk loop) does not export. Float32 (or float64) only."""
+    c_out, c, kh, kw = weight.shape
+    k = kh * kw
+    shape = torch._shape_as_tensor(x).to(torch.float32)
+    h, w = shape[2], shape[3]
+    ys = torch.ones_like(offset[0, 0, :, 0]).cumsum(0) - 1  # 0 .. Ho-1, length read from the tensor
+    xs = torch.ones_like(offset[0, 0, 0, :]).cumsum(0) - 1
+    ys, xs = ys.to(torch.float32) * stride - padding, xs.to(torch.float32) * stride - padding
+    ky = torch.tensor([float(a * dilation) for a in range(kh) for _ in range(kw)]).view(k, 1, 1)
+    kx = torch.tensor([float(e * dilation) for _ in range(kh) for e in range(kw)]).view(k, 1, 1)
+    bx = ((kx + xs.view(1, 1, -1)) * 2 + 1) / w - 1  # (K, 1, Wo), normalised, align_corners=False
+    by = ((ky + ys.view(1, -1, 1)) * 2 + 1) / h - 1  # (K, Ho, 1)
+    base = torch.stack(torch.broadcast_tensors(bx, by), dim=-1)  # (K, Ho, Wo, [x, y])
+    scale = torch.stack([2.0 / w, 2.0 / h])
+    off = offset.to(torch.float32).unflatten(1, (k, 2)).flip(2).permute(0, 1, 3, 4, 2)  # (N, K, Ho, Wo, [dx, dy])
+    grid = (base + off * scale).flatten(1, 2)  # (N, K*Ho, Wo, 2)
+    sampled = F.grid_sample(x.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = sampled.unflatten(2, (k, -1))  # (N, C, K, Ho, Wo)
+    if mask is not None:
+        sampled = sampled * mask.to(torch.float32).unsqueeze(1)
+    out = torch.matmul(weight.to(torch.float32).reshape(c_out, c * k), sampled.flatten(1, 2).flatten(2))
+    out = out.reshape_as(offset[:, :1].expand(-1, c_out, -1, -1))  # (N, Cout, Ho, Wo), sizes from the graph
+    if bias is not None:
+        out = out + bias.to(torch.float32).view(1, -1, 1, 1)
+    return out.to(x.dtype)
 
 
 def _deform_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None,

@@ -5,7 +5,7 @@ import math
 import numbers
 import os
 from collections import deque
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,10 @@ from ..models import InferenceAdapter, adapter_for
 from .convert import Prepared, prepare
 from .device import dtype_name, resolve_device, resolve_dtype, warn_if_slow_bf16
 
-__all__ = ["Deblurrer", "load"]
+if TYPE_CHECKING:  # annotations only: the face pipeline loads when a photo is restored
+    from ..faces.pipeline import FaceRestorer
+
+__all__ = ["Deblurrer", "load", "export_onnx", "ENGINES"]
 
 
 def _progress(total: int | None, enabled: bool, desc: str, unit: str):
@@ -27,7 +30,7 @@ def _progress(total: int | None, enabled: bool, desc: str, unit: str):
     return tqdm(total=total, disable=not enabled, desc=desc, unit=unit, leave=False)
 
 
-#: Keyword arguments of :func:`facedeblur.faces.restore_faces` that ``restore(..., face_options=...)`` passes on.
+#: Keyword arguments of :func:`facedeblur.restore_faces` that ``restore(..., face_options=...)`` passes on.
 FACE_OPTIONS = ("only_center_face", "max_faces", "blend", "color_match", "detector", "feather", "paste", "template")
 
 
@@ -192,7 +195,7 @@ class Deblurrer:
         to the card's ``pad_multiple`` (reflect) and cropped back. Multi-frame models treat each image as a
         one-frame clip; use :meth:`restore_video` for sequences.
 
-        ``faces`` -- whole photos through the face pipeline (:func:`facedeblur.faces.restore_faces`: detect,
+        ``faces`` -- whole photos through the face pipeline (:func:`facedeblur.restore_faces`: detect,
         align to the card's crop, restore every face in one batched call, feathered paste-back):
 
         * ``False``: every image goes to the network as it is (the input is a face crop, or the model is fully
@@ -209,8 +212,8 @@ class Deblurrer:
 
         ``face_options``: keyword arguments for the face pipeline (:data:`FACE_OPTIONS`: ``only_center_face``,
         ``max_faces``, ``blend``, ``color_match``, ``detector``, ``feather``, ``paste``, ``template``; see
-        :func:`facedeblur.faces.restore_faces`). The default detector is an MTCNN on the model's device, built
-        on first use and kept. Use :func:`facedeblur.faces.restore_faces` for the face boxes and landmarks.
+        :func:`facedeblur.restore_faces`). The default detector is an MTCNN on the model's device, built
+        on first use and kept. Use :func:`facedeblur.restore_faces` for the face boxes and landmarks.
         """
         if faces is not None and not isinstance(faces, bool):
             raise InputError(f"faces={faces!r}: pass True (detect and restore the faces of a photo), False (restore "
@@ -257,21 +260,39 @@ class Deblurrer:
             det = self._detector = MTCNN(device=self.device)
         return det
 
+    def face_restorer(self, u: float | None = None, batch_size: int = 8) -> FaceRestorer:
+        """This model as the face pipeline takes it: a :class:`~facedeblur.faces.FaceRestorer` whose restore callable
+        restores aligned crops at moment ``u`` (None: the card's default) in batches of ``batch_size``
+        (``restore(crops, faces=False)``: crops are never detected again), with ``restore_windows`` for multi-frame
+        models and this Deblurrer's MTCNN as the default detector. ``u`` and ``batch_size`` are checked here."""
+        from ..faces.pipeline import FaceRestorer
+
+        uu = self._resolve_u(u, 1)[0]
+        bs = _check_batch_size(batch_size)
+
+        def restore(crops: list[np.ndarray]) -> list[Any]:
+            return self.restore(crops, u=uu, faces=False, batch_size=bs)
+
+        def restore_windows(windows: list[np.ndarray]) -> list[torch.Tensor]:
+            tensors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
+                       for w in windows]
+            return self._run(tensors, [uu] * len(tensors), bs)
+
+        multi = int(self.card.capabilities.frame_window) > 1
+        return FaceRestorer(restore, self.card, restore_windows if multi else None, self.face_detector)
+
     def _restore_photos(self, frames: list[torch.Tensor], idx: list[int], us: list[float | None], batch_size: int,
                         opts: dict[str, Any], outs: list[torch.Tensor | None]) -> None:
         """Face pipeline for ``frames[i]``, ``i`` in ``idx`` (grouped by u: one batched model call per group);
         fills ``outs``. A photo without a face comes back unchanged, with a ``NoFaceWarning``."""
         from ..faces.pipeline import restore_face_arrays
 
-        opts = dict(opts)
-        if opts.get("detector") is None:
-            opts["detector"] = self.face_detector()
         groups: dict[float | None, list[int]] = {}
         for i in idx:
             groups.setdefault(us[i], []).append(i)
         for uu, members in groups.items():
             arrays = [np.ascontiguousarray(frames[i].permute(1, 2, 0).numpy(), dtype=np.float32) for i in members]
-            restored, _ = restore_face_arrays(arrays, self, u=uu, batch_size=batch_size, **opts)
+            restored, _ = restore_face_arrays(arrays, self.face_restorer(uu, batch_size), stacklevel=3, **opts)
             for i, out in zip(members, restored):
                 outs[i] = torch.from_numpy(out).permute(2, 0, 1)
 
@@ -379,22 +400,87 @@ class Deblurrer:
             bar.close()
 
 
+ENGINES = ("torch", "onnxruntime")
+
+
 def load(name: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
-         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Deblurrer:
+         weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+         engine: str = "torch") -> Deblurrer:
     """A ready :class:`Deblurrer` for zoo model ``name`` (``"cfmd-gan"``, ``"cfmd-gan.paper"``, ``"hf-hub:ORG/REPO"``,
-    ``"local-dir:PATH"``) with its trained weights: ``weights`` (a file or a folder saved by
+    ``"local-dir:PATH"``, ``"onnx:FILE.onnx"``) with its trained weights: ``weights`` (a file or a folder saved by
     ``facedeblur export``), else the embedded file, else the Hugging Face Hub (cached in ``cache_dir``).
     Never random: without weights the typed :class:`~facedeblur.errors.WeightsError` propagates.
 
     ``device``: ``"auto"`` (cuda, then mps, then cpu) or a device; ``dtype``: None (float32) or one of the card's
-    ``capabilities.dtypes``.
+    ``capabilities.dtypes``. ``engine``: ``"torch"``, or ``"onnxruntime"`` (CPU, float32; the model is exported
+    to ONNX once and cached, see :func:`export_onnx`; needs ``pip install "facedeblur[onnx]"``). ``"onnx:FILE"``
+    runs an exported file on ONNX Runtime.
     """
     from ..models import get_arch, get_card
     from ..weights import load_pretrained_into
 
+    if engine not in ENGINES:
+        raise CapabilityError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if isinstance(name, str) and name.startswith("onnx:"):
+        return _load_onnx_file(name[len("onnx:"):], device, dtype)
     card = get_card(name, cache_dir=cache_dir)
+    if engine == "onnxruntime":
+        _check_onnx_engine(device, dtype)
     torch_dtype = resolve_dtype(dtype, tuple(card.capabilities.dtypes), f"model {card.name!r}")
-    dev = resolve_device(device)
+    dev = resolve_device(device) if engine == "torch" else torch.device("cpu")
     model = get_arch(card.architecture).builder(**card.arch_kwargs)
     load_pretrained_into(model, card, weights=weights, cache_dir=cache_dir)
-    return Deblurrer(model, card, dev, torch_dtype)
+    d = Deblurrer(model, card, dev, torch_dtype)
+    if engine == "torch":
+        return d
+    return _load_onnx_file(_cached_onnx(d, cache_dir), "cpu", None)
+
+
+def _check_onnx_engine(device: Any, dtype: Any) -> None:
+    if str(device) not in ("auto", "cpu") or dtype not in (None, "float32", torch.float32):
+        raise CapabilityError(f"the onnxruntime engine runs float32 on the CPU; got device={device!r}, "
+                              f"dtype={dtype!r} (use device='cpu' and the default dtype, or engine='torch')")
+
+
+def _load_onnx_file(path: str | os.PathLike, device: Any, dtype: Any) -> Deblurrer:
+    from .onnx import OnnxRuntimeModule, onnx_adapter, read_onnx_card
+
+    _check_onnx_engine(device, dtype)
+    card, _ = read_onnx_card(path)
+    return Deblurrer(OnnxRuntimeModule(path), card, "cpu", None, adapter=onnx_adapter(card))
+
+
+def _cached_onnx(d: Deblurrer, cache_dir: str | os.PathLike | None) -> str:
+    """The ONNX export of ``d`` in the cache (``<cache>/onnx/<name>-<digest>.onnx``), made on first use; the digest
+    covers the weights, the card's architecture and facedeblur's version (a new exporter re-exports)."""
+    import hashlib
+    import pathlib
+
+    from .._version import __version__
+    from .onnx import OPSET
+
+    h = hashlib.sha256(f"{d.card.architecture}|{sorted(d.card.arch_kwargs.items())}|{__version__}|{OPSET}".encode())
+    for k, v in sorted(d.model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    root = pathlib.Path(cache_dir) if cache_dir else pathlib.Path(
+        os.environ.get("FACEDEBLUR_CACHE", pathlib.Path.home() / ".cache" / "facedeblur"))
+    path = root / "onnx" / f"{d.card.name}-{h.hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        export_onnx(d, path)
+    return str(path)
+
+
+def export_onnx(model: "Deblurrer | str", path: str | os.PathLike, *, opset: int | None = None,
+                example_size: int = 64, check: bool = True, tolerance: float = 1e-4) -> "os.PathLike":
+    """Export ``model`` (a :class:`Deblurrer`, or a name for :func:`load`) to the ONNX file ``path``: inputs
+    ``image`` (N, 3, H, W) (``frames`` (N, T, 3, H, W) for video models) and ``u`` (N,) for continuous models,
+    output ``restored``; dynamic batch and size; the card inside. Parity with PyTorch is checked (``check``) and
+    recorded. See :mod:`facedeblur.restore.onnx`. Needs ``pip install "facedeblur[onnx]"``."""
+    from .onnx import OPSET, export_graph
+
+    d = load(model, device="cpu") if isinstance(model, str) else model
+    if not isinstance(d, Deblurrer):
+        raise TypeError(f"model must be a facedeblur Deblurrer or a zoo name, not {type(model).__name__}")
+    return export_graph(d.model, d.adapter, d.card, path, opset=opset or OPSET, example_size=example_size,
+                        check=check, tolerance=tolerance)

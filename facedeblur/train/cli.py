@@ -102,7 +102,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     cli_layer = _recipe_layer(args)
     if args.no_gan:
         cli_layer["loss"] = {"adv": 0.0, "ar": 0.0}
-    recipe = resolve_recipe(card.training, config, cli_layer)
+    recipe = resolve_recipe(card.training, config, cli_layer, pad_multiple=card.input.pad_multiple)
     data_card = dataclasses.replace(card, training={**card.training, **recipe.to_dict()})
     if not args.data:
         raise DataError("facedeblur train needs --data DIR (a dataset folder); see `facedeblur.data`")

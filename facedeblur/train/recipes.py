@@ -25,7 +25,7 @@ __all__ = ["RecipeError", "Recipe", "resolve_recipe", "deep_merge", "read_config
 
 # data-engine knobs (facedeblur.data.build_datasets reads them from the card's training section): passed through
 DATA_KEYS = {"identity_fraction", "stills_fraction", "centre_fraction", "static_fraction", "static_noise",
-             "synth_fraction", "synth_frames", "synth", "synth_val_count"}
+             "synth_fraction", "synth_frames", "synth", "synth_val_count", "vla_fraction", "vla"}
 
 
 class RecipeError(FaceDeblurError, ValueError):
@@ -135,8 +135,10 @@ def _check_optimizer(name: str, opt: Any) -> dict[str, Any]:
     return opt
 
 
-def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] | None) -> Recipe:
-    """Merge the card's training section with override ``layers`` (later wins) and validate it."""
+def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] | None,
+                   pad_multiple: int = 1) -> Recipe:
+    """Merge the card's training section with override ``layers`` (later wins) and validate it. ``crop`` must be
+    a multiple of ``pad_multiple`` (the model card's ``input.pad_multiple``: the network's down-sampling)."""
     data: dict[str, Any] = {k: v for k, v in dict(card_training or {}).items() if k not in TRAINING_RECORD_KEYS}
     for layer in layers:
         if layer:
@@ -166,6 +168,22 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
             except FaceDeblurError as exc:
                 raise RecipeError(f"recipe 'synth': {exc}") from None
             del extra[k]["face_size"]
+        elif k == "vla":  # variable-length averaging windows (facedeblur.data.vla.VLAConfig fields + per_clip)
+            from ..data.vla import VLAConfig
+
+            if not isinstance(v, Mapping):
+                raise RecipeError(f"recipe key 'vla' must be a mapping (per_clip and the fields of "
+                                  f"facedeblur.data.vla.VLAConfig), got {v!r}")
+            opts = dict(v)
+            per_clip = _positive("vla.per_clip", opts.pop("per_clip", 20), int)
+            names = {f.name for f in dataclasses.fields(VLAConfig)}
+            if set(opts) - names:
+                raise RecipeError(f"recipe 'vla' has unknown keys {sorted(set(opts) - names)}; known: per_clip, "
+                                  f"{', '.join(sorted(names))}")
+            try:
+                extra[k] = {"per_clip": per_clip, **dataclasses.asdict(VLAConfig(**opts))}
+            except FaceDeblurError as exc:
+                raise RecipeError(f"recipe 'vla': {exc}") from None
         elif k == "synth_val_count":
             extra[k] = _positive(k, v, int)
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
@@ -175,8 +193,9 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
         kw["recipe"] = str(data["recipe"])
     if "crop" in data:
         kw["crop"] = _positive("crop", data["crop"], int)
-        if kw["crop"] % 4:
-            raise RecipeError(f"crop {kw['crop']} must be a multiple of 4 (the generator's 3 scales)")
+        if kw["crop"] % max(1, int(pad_multiple)):
+            raise RecipeError(f"crop {kw['crop']} must be a multiple of {pad_multiple} (the model's input.pad_multiple: "
+                              f"its down-sampling)")
     for key in ("batch", "epochs", "epoch_samples"):
         if key in data:
             kw[key] = _positive(key, data[key], int)

@@ -257,7 +257,8 @@ class Trainer:
         self.card = model_name if isinstance(model_name, ModelCard) else get_card(model_name)
         self.arch = get_arch(self.card.architecture)
         self.arch_kwargs = {**self.card.arch_kwargs, **dict(arch_overrides or {})}
-        self.recipe: Recipe = resolve_recipe(self.card.training, config, recipe_overrides)
+        self.recipe: Recipe = resolve_recipe(self.card.training, config, recipe_overrides,
+                                             pad_multiple=self.card.input.pad_multiple)
         self.method: TrainingMethod = get_method(self.arch.name)(self.arch, self.arch_kwargs, self.recipe)
         self.adapter = self.method.adapter
         self.train_ds, self.val_ds = train_ds, val_ds
@@ -415,10 +416,8 @@ class Trainer:
         unwrap(self.g).load_state_dict(st["g"])
         if self.d is not None:
             unwrap(self.d).load_state_dict(st["d"])
-            self.opt_d.load_state_dict(st["opt_d"])
-            self.sched_d.load_state_dict(st["sched_d"])
-        self.opt_g.load_state_dict(st["opt_g"])
-        self.sched_g.load_state_dict(st["sched_g"])
+            self._load_optimizer(self.opt_d, self.sched_d, st["opt_d"], st["sched_d"], "d")
+        self._load_optimizer(self.opt_g, self.sched_g, st["opt_g"], st["sched_g"], "g")
         if st["scaler_g"]:
             self.scaler_g.load_state_dict(st["scaler_g"])
         if st["scaler_d"]:
@@ -435,6 +434,34 @@ class Trainer:
             torch.manual_seed(self.opt.seed + 1 + self.dist.rank + 7919 * self.step)
         self.initialised_from = st.get("initialised_from")
         self.resumed_from = str(path)
+
+    def _load_optimizer(self, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.ExponentialLR,
+                        opt_state: dict[str, Any], sched_state: dict[str, Any], which: str) -> None:
+        """Restore an optimizer and its schedule, keeping the recipe's learning rate and decay if they changed.
+
+        ``load_state_dict`` alone would bring back the checkpoint's rates and decay and silently ignore a recipe
+        that changes them on resume. A changed base rate rescales the current rate by ``new / old`` (the decay
+        already applied is kept); a changed decay applies from the next epoch on.
+        """
+        new_base = [float(g["initial_lr"]) for g in opt.param_groups]
+        gamma = float(self.recipe.lr_decay_per_epoch)
+        opt.load_state_dict(opt_state)
+        sched.load_state_dict(sched_state)
+        changed = False
+        for group, base in zip(opt.param_groups, new_base):
+            old_base = float(group.get("initial_lr", base))
+            if abs(old_base - base) > 1e-12 * max(abs(base), 1.0):
+                group["lr"] = float(group["lr"]) * base / old_base
+                group["initial_lr"] = base
+                changed = True
+        sched.base_lrs = list(new_base)
+        if abs(float(sched.gamma) - gamma) > 1e-12:
+            sched.gamma = gamma
+            changed = True
+        if changed and self.main:
+            rates = ", ".join(f"{float(g['lr']):.3g}" for g in opt.param_groups)
+            print(f"[facedeblur train] note: optimizer {which}: the recipe's learning rate / decay differ from the "
+                  f"checkpoint's; continuing at lr {rates} (base {new_base[0]:.3g}, decay {gamma} per epoch)")
 
     def _init_from(self, src: str) -> None:
         """Fine-tuning start: G (and the EMA) from ``src``, optimizer, schedule and step fresh.
@@ -573,17 +600,20 @@ class Trainer:
                                                  unit="batch")):
                 if i_batch == 0:
                     self._check_batch(batch, self.method.validation_kind, "validation batch")
-                b = batch["blurry"].to(self.device)
-                s = batch["sharp"].float()
+                x, bc, s = self.method.validation_views(batch)
+                b, bc, s = x.to(self.device), bc.float(), s.float()
                 h, w = b.shape[-2:]
                 ph, pw = (-h) % mult, (-w) % mult
-                bp = F.pad(b, (0, pw, 0, ph), mode="replicate") if ph or pw else b
+                if ph or pw:  # replicate-pad the last two dims (frames of a clip flattened into the batch)
+                    bp = F.pad(b.reshape(-1, *b.shape[-3:]), (0, pw, 0, ph), mode="replicate")
+                    bp = bp.reshape(*b.shape[:-2], h + ph, w + pw)
+                else:
+                    bp = b
                 u = self.adapter.controls(batch, self.device)
                 with self._autocast():
                     out = self.adapter(model, bp, u)
                 # scored as the 8-bit image a user gets: a residual below half a grey level is no gain
                 out = torch.round(out[..., :h, :w].float().clamp(0, 1).cpu() * 255) / 255
-                bc = batch["blurry"].float()
                 p_o, s_o, p_b, s_b = psnr(out, s), ssim(out, s), psnr(bc, s), ssim(bc, s)
                 sev = batch["severity"].reshape(-1).double() if "severity" in batch else p_b
                 for i in range(out.shape[0]):

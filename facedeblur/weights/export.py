@@ -91,7 +91,7 @@ def save_pretrained(model_or_state_dict: nn.Module | dict[str, torch.Tensor], ca
     check_state_dict(_reference_state_dict(card), sd, what=f"{card.name} ({card.architecture})",
                      arch_kwargs=dict(card.arch_kwargs), source="save_pretrained")
     out.mkdir(parents=True, exist_ok=True)
-    from .. import __version__
+    from .._version import __version__
 
     meta = {"format": "pt", "facedeblur_version": __version__, "model": card.name, "architecture": card.architecture,
             "arch_kwargs": json.dumps(card.arch_kwargs, sort_keys=True)}
@@ -258,7 +258,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, revision: str | None
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True, token=token)
     if revision and revision != "main":
         api.create_branch(repo_id=repo_id, branch=revision, repo_type="model", exist_ok=True, token=token)
-    from .. import __version__
+    from .._version import __version__
 
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", revision=revision,
                              allow_patterns=list(FOLDER_FILES), token=token,

@@ -181,6 +181,27 @@ class TrainingMethod:
         ``ctx.backward``. Returns the detached loss parts (0-dim tensors) to log."""
         raise NotImplementedError(f"{type(self).__name__} must implement train_step")
 
+    # ------------------------------------------------------------------------------------------ validation
+
+    def validation_views(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(network input, blurry reference, sharp reference) of a validation batch: the input goes through the
+        adapter; the 8-bit output and the blurry baseline are both scored against the sharp reference, and the
+        severity bin is the blurry reference's PSNR when the batch has no ``severity``.
+
+        Default by :attr:`validation_kind`: ``pair``/``moments`` -- the images themselves; ``clip`` -- the whole
+        clip ``(N, T, 3, H, W)`` in, the centre frame ``T // 2`` of ``blurry`` and ``sharp`` as the references
+        (a video method restores the centre frame of its window, FineNet §3). Override for other protocols.
+        """
+        kind = self.validation_kind
+        if kind == "clip":
+            b, s = batch["blurry"], batch["sharp"]
+            t = b.shape[1] // 2
+            return b, b[:, t], s[:, t]
+        if kind == "unpaired":
+            raise RecipeError(f"{type(self).__name__}: 'unpaired' samples have no ground truth to validate on; set "
+                              f"val_kind = 'pair' (validate on paired data) or override validation_views")
+        return batch["blurry"], batch["blurry"], batch["sharp"]
+
     # ------------------------------------------------------------------------------------------ state
 
     def reset_loaded_state(self, state: dict[str, torch.Tensor], g: nn.Module) -> dict[str, torch.Tensor]:
