@@ -26,7 +26,7 @@ import os
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -125,24 +125,23 @@ def _prepare_clip(clip: Clip, out_dir: Path, cfg: PrepConfig, detector: Landmark
     return records
 
 
-def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, cfg: PrepConfig = PrepConfig(),
-                    detector: LandmarkDetector | None = None, progress: bool = True) -> Path:
-    """Cut, crop, filter and FMR-order windows from every clip under ``data_dir``; returns the manifest path.
-
-    Clips already prepared with the same config are skipped, so an interrupted run resumes.
-    """
+def _prepare_cached(data_dir: Path, out: Path, config: Any, what: str,
+                    per_clip: Callable[[Clip, LandmarkDetector], list[dict[str, Any]]], empty: str,
+                    detector: LandmarkDetector | None, progress: bool) -> Path:
+    """The clip-by-clip cache both window kinds share: refuse two clips of one name (files are keyed by clip name)
+    and a cache prepared from another data folder, reuse finished clips (``clips/<name>.json``), prepare the others
+    with ``per_clip(clip, detector)`` (the default landmark detector is built only when a clip needs it), then
+    write ``manifest.json`` (config, data folder, records). Returns the manifest path."""
     from tqdm.auto import tqdm
 
-    data_dir = Path(data_dir)
     root = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
     clips = find_clips(root)
     seen: dict[str, Path] = {}
     for clip in clips:  # cache files are named by clip name: two clips of one name would overwrite each other
         if clip.name in seen:
             raise DataError(f"two clips are both named {clip.name!r} ({seen[clip.name]} and {clip.path}); the "
-                            "window cache is keyed by clip name, so rename one of them")
+                            f"{what} cache is keyed by clip name, so rename one of them")
         seen[clip.name] = clip.path
-    out = Path(cache_dir or default_cache_dir()) / f"windows-{cfg.digest()}"
     manifest = out / "manifest.json"
     if manifest.exists():  # cached clips are keyed by name: never reuse another data folder's windows
         try:
@@ -150,11 +149,11 @@ def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, c
         except (ValueError, AttributeError):
             prev_dir = None
         if prev_dir is not None and prev_dir != str(data_dir.resolve()):
-            raise DataError(f"the window cache {out} was prepared from {prev_dir}, not {data_dir.resolve()}; "
+            raise DataError(f"the {what} cache {out} was prepared from {prev_dir}, not {data_dir.resolve()}; "
                             "pass another cache_dir (or delete that folder to prepare it again)")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    bar = tqdm(clips, desc="preparing windows", unit="clip", disable=not progress)
+    bar = tqdm(clips, desc=f"preparing {what}s", unit="clip", disable=not progress)
     for clip in bar:
         done = out / "clips" / f"{clip.name}.json"
         if done.exists():
@@ -162,18 +161,30 @@ def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, c
             continue
         bar.set_postfix_str(clip.name)
         detector = detector or default_detector()  # only built when a clip still needs landmarks
-        recs = _prepare_clip(clip, out, cfg, detector)
+        recs = per_clip(clip, detector)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(recs))
         os.replace(tmp, done)
         records += recs
     if not records:
-        raise DataError(f"no usable windows in {root}: no faces found or every window failed the sharpness filter "
-                        f"(min_sharpness={cfg.min_sharpness})")
+        raise DataError(f"no usable {what}s in {root}: {empty}")
     tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": asdict(cfg), "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
+    tmp.write_text(json.dumps({"config": config, "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
     os.replace(tmp, manifest)
     return manifest
+
+
+def prepare_windows(data_dir: str | Path, cache_dir: str | Path | None = None, cfg: PrepConfig = PrepConfig(),
+                    detector: LandmarkDetector | None = None, progress: bool = True) -> Path:
+    """Cut, crop, filter and FMR-order windows from every clip under ``data_dir``; returns the manifest path.
+
+    Clips already prepared with the same config are skipped, so an interrupted run resumes.
+    """
+    out = Path(cache_dir or default_cache_dir()) / f"windows-{cfg.digest()}"
+    return _prepare_cached(Path(data_dir), out, asdict(cfg), "window",
+                           lambda clip, det: _prepare_clip(clip, out, cfg, det),
+                           f"no faces found or every window failed the sharpness filter (min_sharpness="
+                           f"{cfg.min_sharpness})", detector, progress)
 
 
 def prepare_vla_windows(data_dir: str | Path, cache_dir: str | Path | None = None, cfg: PrepConfig = PrepConfig(),
@@ -186,37 +197,15 @@ def prepare_vla_windows(data_dir: str | Path, cache_dir: str | Path | None = Non
     windows (``vla-<digest>`` under ``cache_dir``), so recipes without VLA windows never build them; an
     interrupted run resumes by clip. Returns the manifest path (read it with :func:`load_manifest`).
     """
-    from tqdm.auto import tqdm
-
     if per_clip < 1:
         raise InputError(f"per_clip must be >= 1, got {per_clip}")
-    data_dir = Path(data_dir)
-    root = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
-    clips = find_clips(root)
     key = {"prep": asdict(cfg), "vla": asdict(vla), "per_clip": per_clip}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(cache_dir or default_cache_dir()) / f"vla-{digest}"
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        try:
-            prev_dir = json.loads(manifest.read_text()).get("data_dir")
-        except (ValueError, AttributeError):
-            prev_dir = None
-        if prev_dir is not None and prev_dir != str(data_dir.resolve()):
-            raise DataError(f"the VLA window cache {out} was prepared from {prev_dir}, not {data_dir.resolve()}; "
-                            "pass another cache_dir (or delete that folder to prepare it again)")
-    (out / "clips").mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    bar = tqdm(clips, desc="preparing VLA windows", unit="clip", disable=not progress)
-    for clip in bar:
-        done = out / "clips" / f"{clip.name}.json"
-        if done.exists():
-            records += json.loads(done.read_text())
-            continue
-        bar.set_postfix_str(clip.name)
-        detector = detector or default_detector()
+
+    def clip_records(clip: Clip, det: LandmarkDetector) -> list[dict[str, Any]]:
         recs = []
-        for win in clip_vla_windows(clip, detector, vla, per_clip=per_clip, face_size=cfg.face_size,
+        for win in clip_vla_windows(clip, det, vla, per_clip=per_clip, face_size=cfg.face_size,
                                     enlarge=cfg.enlarge, min_sharpness=cfg.min_sharpness,
                                     duplicate_threshold=cfg.duplicate_threshold):
             fname = f"{clip.name}_{win.centre_frame:06d}.npy"
@@ -229,17 +218,11 @@ def prepare_vla_windows(data_dir: str | Path, cache_dir: str | Path | None = Non
                 "severity": psnr_uint8(blurry, win.frames[(win.length - 1) // 2]),
                 "severity_temporal_centre": psnr_uint8(blurry, win.frames[win.centre_index]),
                 "split": "val" if _is_val(clip.identity, cfg) else "train"})
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(recs))
-        os.replace(tmp, done)
-        records += recs
-    if not records:
-        raise DataError(f"no usable VLA windows in {root}: no faces found, every window was shorter than "
-                        f"min_len={vla.min_len} or failed the sharpness filter (min_sharpness={cfg.min_sharpness})")
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": key, "data_dir": str(data_dir.resolve()), "windows": records}, indent=1))
-    os.replace(tmp, manifest)
-    return manifest
+        return recs
+
+    return _prepare_cached(Path(data_dir), out, key, "VLA window", clip_records,
+                           f"no faces found, every window was shorter than min_len={vla.min_len} or failed the "
+                           f"sharpness filter (min_sharpness={cfg.min_sharpness})", detector, progress)
 
 
 def load_manifest(manifest: str | Path) -> tuple[Path, list[dict[str, Any]]]:
