@@ -125,6 +125,23 @@ def _quality_text(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or json.dumps(summary, default=str)
 
 
+def _bench_text(row: dict[str, Any]) -> str:
+    """One line from a benchmark summary of one set (tools/embed_weights.py): gain overall and by bin, the
+    baselines beside it."""
+    parts = [f"gain {row['psnr_gain_db']:+.3f} dB (n={row.get('n', '?')})"] if "psnr_gain_db" in row else []
+    bins = row.get("bins_psnr_gain_db") or {}
+    counts = row.get("bins_n") or {}
+    if bins:
+        parts.append("by bin " + ", ".join(f"{b} {v:+.3f} (n={counts.get(b, '?')})" for b, v in bins.items()
+                                           if v is not None))
+    if "unsharp_psnr_gain_db" in row:
+        parts.append(f"unsharp masking {row['unsharp_psnr_gain_db']:+.3f} dB")
+    for key, label in (("id_dist", "identity distance"), ("lm_auc", "landmark AUC")):
+        if key in row:
+            parts.append(f"{label} {row[key]:.4f} (blurry {row.get(key + '_blurry', float('nan')):.4f})")
+    return "; ".join(parts) or json.dumps(row, default=str)
+
+
 def _card_text(card: Any, params: bool = False) -> str:
     """The card as text; ``params``: with the network's parameter count (builds it on the meta device: torch)."""
     caps, inp, p = card.capabilities, card.input, card.paper
@@ -174,6 +191,9 @@ def _card_text(card: Any, params: bool = False) -> str:
         if key == "quality_bar" and isinstance(value, dict):
             for tag, summary in value.items():
                 add("quality", f"{tag}: {_quality_text(summary)}")
+        elif key == "benchmark" and isinstance(value, dict):
+            for j, (name, row) in enumerate((k, v) for k, v in value.items() if isinstance(v, dict)):
+                add("benchmark" if j == 0 else "", f"{name}: {_bench_text(row)}")
         else:
             add(key, json.dumps(value, default=str))
     add("notes", " ".join(str(card.notes).split()))
