@@ -699,7 +699,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("export", parents=[common], help="save a model as safetensors + config.json (and push)",
+    p = sub.add_parser("export", parents=[common], help="save a model as safetensors + config.json (and push), or as ONNX",
                        description="Load trained weights and write a folder loadable by facedeblur.load(..., "
                                    "weights=DIR) or 'local-dir:DIR'; optionally push it to the Hugging Face Hub.")
     p.add_argument("name", metavar="NAME")
