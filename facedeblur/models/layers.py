@@ -28,7 +28,9 @@ __all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeE
 def exporting() -> bool:
     """Whether the code runs under a graph exporter (ONNX, TorchScript tracing or ``torch.export``), where
     layers take their exportable formulation."""
-    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting())
+    compiler = getattr(torch, "compiler", None)
+    is_exporting = getattr(compiler, "is_exporting", None)  # torch >= 2.3
+    return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or (is_exporting is not None and is_exporting()))
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
