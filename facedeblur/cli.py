@@ -9,12 +9,11 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from ._version import __version__
-from .errors import CapabilityError, FaceDeblurError, InputError
+from .errors import CapabilityError, FaceDeblurError, InputError, run_command
 
 __all__ = ["main", "build_parser"]
 
@@ -741,22 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: returns the exit status (0 ok, 1 runtime error, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser_args = build_parser(argv).parse_args(argv)
-    debug = bool(getattr(parser_args, "debug", False))
-    try:
-        return int(args.func(args) or 0)
-    except FaceDeblurError as e:
-        if debug:
-            traceback.print_exc()
-        print(f"facedeblur: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    except OSError as e:  # disk full, permission denied, ...: the user's to fix, not a bug
-        if debug:
-            traceback.print_exc()
-        print(f"facedeblur: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("facedeblur: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args, debug=bool(getattr(parser_args, "debug", False)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Typed errors. Each message names the problem and the fix."""
 from __future__ import annotations
 
-__all__ = ["FaceDeblurError", "ModelNotFoundError", "WeightsError", "WeightsNotAvailableError",
+import sys
+import traceback
+from typing import Any, Callable
+
+__all__ = ["run_command", "FaceDeblurError", "ModelNotFoundError", "WeightsError", "WeightsNotAvailableError",
            "WeightsIntegrityError", "WeightsMismatchError", "InputError", "CapabilityError", "DataError"]
 
 
@@ -42,3 +46,24 @@ class CapabilityError(FaceDeblurError, ValueError):
 
 class DataError(FaceDeblurError):
     """A dataset folder or prepared cache that cannot be used."""
+
+
+def run_command(func: Callable[[Any], Any], args: Any, *, debug: bool = False, interrupted: str = "interrupted") -> int:
+    """Run a command handler as the ``facedeblur`` console commands do: its return value as the exit status (0 for
+    None), typed errors and OS errors as one ``facedeblur: error: ...`` line and status 1 (the traceback too with
+    ``debug``), Ctrl-C as ``facedeblur: <interrupted>`` and status 130."""
+    try:
+        return int(func(args) or 0)
+    except FaceDeblurError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"facedeblur: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, permission denied, ...: the user's to fix, not a bug
+        if debug:
+            traceback.print_exc()
+        print(f"facedeblur: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"facedeblur: {interrupted}", file=sys.stderr)
+        return 130

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import traceback
 from typing import Any, Sequence
 
 __all__ = ["add_parser", "cmd_restore_batch", "main"]
@@ -151,26 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``facedeblur restore-batch ...`` on its own: ``main(["restore-batch", SRC, OUT, ...])``. Exit status as
     the ``facedeblur`` command (0 ok, 1 failures or errors, 2 usage, 130 interrupted)."""
-    from ..errors import FaceDeblurError
+    from ..errors import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    debug = bool(getattr(args, "debug", False))
-    try:
-        return int(args.func(args) or 0)
-    except FaceDeblurError as e:
-        if debug:
-            traceback.print_exc()
-        print(f"facedeblur: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if debug:
-            traceback.print_exc()
-        print(f"facedeblur: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("facedeblur: interrupted (rerun the same command to resume)", file=sys.stderr)
-        return 130
+    return run_command(args.func, args, debug=bool(getattr(args, "debug", False)),
+                       interrupted="interrupted (rerun the same command to resume)")
 
 
 if __name__ == "__main__":
