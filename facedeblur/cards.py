@@ -7,10 +7,12 @@ code (:mod:`facedeblur.weights`) reads and writes them as ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["ModelCard", "PaperRef", "InputContract", "Capabilities", "WeightsSpec", "TRAINING_RECORD_KEYS"]
+__all__ = ["ModelCard", "PaperRef", "InputContract", "Capabilities", "WeightsSpec", "TRAINING_RECORD_KEYS", "bench_text",
+           "benchmark_rows"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +134,28 @@ class ModelCard:
             data["task"] = task_of(data["architecture"])
         data["source"] = source
         return cls(**data)
+
+
+def bench_text(row: dict[str, Any]) -> str:
+    """One line from a card's benchmark summary of one set (``metrics.benchmark.<set>``, written by
+    tools/embed_weights.py): gain overall and by bin, the baselines beside it."""
+    parts = [f"gain {row['psnr_gain_db']:+.3f} dB (n={row.get('n', '?')})"] if "psnr_gain_db" in row else []
+    bins = row.get("bins_psnr_gain_db") or {}
+    counts = row.get("bins_n") or {}
+    if bins:
+        parts.append("by bin " + ", ".join(f"{b} {v:+.3f} (n={counts.get(b, '?')})" for b, v in bins.items()
+                                           if v is not None))
+    if "unsharp_psnr_gain_db" in row:
+        parts.append(f"unsharp masking {row['unsharp_psnr_gain_db']:+.3f} dB")
+    for key, label in (("id_dist", "identity distance"), ("lm_auc", "landmark AUC")):
+        if key in row:
+            parts.append(f"{label} {row[key]:.4f} (blurry {row.get(key + '_blurry', float('nan')):.4f})")
+    return "; ".join(parts) or json.dumps(row, default=str)
+
+
+def benchmark_rows(card: ModelCard) -> list[tuple[str, dict[str, Any]]]:
+    """``(set name, summary)`` for every benchmark set of the card's ``metrics.benchmark`` (empty if none)."""
+    bench = card.metrics.get("benchmark")
+    if not isinstance(bench, dict):
+        return []
+    return [(name, row) for name, row in bench.items() if isinstance(row, dict)]

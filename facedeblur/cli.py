@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._version import __version__
+from .cards import bench_text
 from .errors import CapabilityError, FaceDeblurError, InputError, run_command
 
 __all__ = ["main", "build_parser"]
@@ -60,19 +61,12 @@ def _int_at_least(low: int, hint: str = ""):
 # ----------------------------------------------------------------------------------------------- list / info
 
 
-def _param_count(card: Any) -> int | None:
-    """Parameter count of the inference network, built on the meta device (no memory, no init). Imports torch and
-    the model file: only ``list --params`` / ``info --params`` call it, so that plain ``list`` / ``info`` stay fast."""
-    try:
-        import torch
+def param_count(card: Any) -> int | None:
+    """The card's parameter count (imports torch and the model file: only ``--params`` asks for it, so that plain
+    ``list`` / ``info`` stay fast)."""
+    from .models import param_count as count
 
-        from .models import get_arch
-
-        with torch.device("meta"):
-            model = get_arch(card.architecture).builder(**card.arch_kwargs)
-        return sum(p.numel() for p in model.parameters())
-    except Exception:  # a builder that cannot run on meta: leave the column blank
-        return None
+    return count(card)
 
 
 def _fmt_params(n: int | None) -> str:
@@ -101,7 +95,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("NAME", "TASK") + (("PARAMS",) if args.params else ()) + ("WEIGHTS", "DEFAULT")]
     for name in names:
         card = get_card(name)
-        params = (_fmt_params(_param_count(card)),) if args.params else ()
+        params = (_fmt_params(param_count(card)),) if args.params else ()
         rows.append((name, card.task) + params + ("yes" if card.pretrained else "no",
                                                    f"* ({card.family})" if card.default else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -124,23 +118,6 @@ def _quality_text(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or json.dumps(summary, default=str)
 
 
-def _bench_text(row: dict[str, Any]) -> str:
-    """One line from a benchmark summary of one set (tools/embed_weights.py): gain overall and by bin, the
-    baselines beside it."""
-    parts = [f"gain {row['psnr_gain_db']:+.3f} dB (n={row.get('n', '?')})"] if "psnr_gain_db" in row else []
-    bins = row.get("bins_psnr_gain_db") or {}
-    counts = row.get("bins_n") or {}
-    if bins:
-        parts.append("by bin " + ", ".join(f"{b} {v:+.3f} (n={counts.get(b, '?')})" for b, v in bins.items()
-                                           if v is not None))
-    if "unsharp_psnr_gain_db" in row:
-        parts.append(f"unsharp masking {row['unsharp_psnr_gain_db']:+.3f} dB")
-    for key, label in (("id_dist", "identity distance"), ("lm_auc", "landmark AUC")):
-        if key in row:
-            parts.append(f"{label} {row[key]:.4f} (blurry {row.get(key + '_blurry', float('nan')):.4f})")
-    return "; ".join(parts) or json.dumps(row, default=str)
-
-
 def _card_text(card: Any, params: bool = False) -> str:
     """The card as text; ``params``: with the network's parameter count (builds it on the meta device: torch)."""
     caps, inp, p = card.capabilities, card.input, card.paper
@@ -154,7 +131,7 @@ def _card_text(card: Any, params: bool = False) -> str:
     add("description", " ".join(str(card.description).split()))
     add("architecture", f"{card.architecture} " + ", ".join(f"{k}={v}" for k, v in card.arch_kwargs.items()))
     if params:
-        n_params = _param_count(card)
+        n_params = param_count(card)
         add("parameters", f"{n_params:,}" if n_params is not None else "?")
     add("paper", ", ".join(x for x in (f'"{p.title}"' if p.title else "", p.authors, p.venue,
                                         f"arXiv {p.arxiv}" if p.arxiv else "") if x))
@@ -192,7 +169,7 @@ def _card_text(card: Any, params: bool = False) -> str:
                 add("quality", f"{tag}: {_quality_text(summary)}")
         elif key == "benchmark" and isinstance(value, dict):
             for j, (name, row) in enumerate((k, v) for k, v in value.items() if isinstance(v, dict)):
-                add("benchmark" if j == 0 else "", f"{name}: {_bench_text(row)}")
+                add("benchmark" if j == 0 else "", f"{name}: {bench_text(row)}")
         else:
             add(key, json.dumps(value, default=str))
     add("notes", " ".join(str(card.notes).split()))
@@ -207,7 +184,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         doc = card.to_dict()
         if args.params:
-            doc["parameters"] = _param_count(card)
+            doc["parameters"] = param_count(card)
         print(json.dumps(doc, indent=2, default=str))
     else:
         print(_card_text(card, params=args.params))
@@ -570,6 +547,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``facedeblur demo``: the Gradio page of :mod:`facedeblur.demo.app`, blocking until Ctrl-C."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise CapabilityError('facedeblur demo needs the demo extra: pip install "facedeblur[demo]"')
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CapabilityError("--device cuda: no CUDA device is available here; use --device cpu")
+    from .demo.app import launch
+    from .demo.callbacks import DemoLimits
+
+    if not args.max_video_seconds > 0:
+        raise InputError(f"--max-video-seconds must be > 0, not {args.max_video_seconds}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"facedeblur demo: note: listening on {args.host}: other machines can reach this page",
+              file=sys.stderr)
+    launch(model=args.model, host=args.host, port=args.port, device=args.device, share=args.share,
+           limits=DemoLimits(max_video_seconds=float(args.max_video_seconds)))
+    return 0
+
+
 def cmd_import_official(args: argparse.Namespace) -> int:
     from .weights.official import get_importer
 
@@ -714,6 +715,20 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    help="safetensors folder (default), or DIR/NAME.onnx: one ONNX graph with u as an input, dynamic "
                         "batch and size, checked against PyTorch (needs the onnx extra)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", parents=[common], help="serve a local web demo (needs the demo extra)",
+                       description="Serve a Gradio page that restores a photo or a short video with any zoo model "
+                                   "that has weights: u as a slider, before/after, the moments as a gallery. "
+                                   "Listens on 127.0.0.1 unless --host says otherwise; no public sharing link "
+                                   "unless --share. Needs the optional extra: pip install \"facedeblur[demo]\".")
+    p.add_argument("--model", metavar="NAME", default=None, help="the model menu's first choice (default: cfmd-gan)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_int_at_least(1), default=7860, help="port (default 7860)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run (default cpu)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--max-video-seconds", type=float, default=20.0, metavar="S",
+                   help="refuse longer clips (default 20)")
+    p.set_defaults(func=cmd_demo)
 
     _add_import_official(sub, common, argv)
 

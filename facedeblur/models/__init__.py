@@ -4,11 +4,12 @@ from __future__ import annotations
 from importlib import import_module
 
 from ._registry import (TASKS, ArchEntry, InferenceAdapter, ModelCard, adapter_for, arch_task, card_from_dict,
-                        default_adapter, get_arch, list_archs, register_model, registry_scope, unregister_model)
+                        default_adapter, get_arch, list_archs, param_count, register_model, registry_scope,
+                        unregister_model)
 from .zoo import get_card, list_models, parse_model_name, resolve_zoo_name
 
 __all__ = ["TASKS", "MODEL_FILES", "ArchEntry", "InferenceAdapter", "ModelCard", "adapter_for", "arch_task",
-           "card_from_dict", "default_adapter", "get_arch", "get_card", "list_archs", "list_models",
+           "card_from_dict", "default_adapter", "get_arch", "get_card", "list_archs", "list_models", "param_count",
            "parse_model_name", "register_model", "registry_scope", "resolve_zoo_name", "unregister_model"]
 
 #: The zoo's model files (modules of this package) and, for each, the architectures it registers with their task.

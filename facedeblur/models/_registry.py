@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # annotations only: torch loads when a network is called
     import torch
     from torch import nn
 
-__all__ = ["register_model", "unregister_model", "registry_scope", "ModelCard", "TRAINING_RECORD_KEYS",
+__all__ = ["param_count", "register_model", "unregister_model", "registry_scope", "ModelCard", "TRAINING_RECORD_KEYS",
            "WeightsSpec", "InputContract", "Capabilities", "PaperRef", "ArchEntry", "InferenceAdapter",
            "default_adapter", "adapter_for", "get_arch", "list_archs", "arch_task", "card_from_dict", "TASKS"]
 
@@ -172,6 +172,19 @@ def get_arch(name: str) -> ArchEntry:
         return _ARCHS[name]
     except KeyError:
         raise ModelNotFoundError(f"unknown architecture {name!r}; registered: {', '.join(sorted(_ARCHS))}") from None
+
+
+def param_count(card: ModelCard) -> int | None:
+    """Parameter count of a card's inference network, built on the meta device (no memory, no init); None when the
+    builder cannot run on meta. Imports torch and the model file."""
+    try:
+        import torch
+
+        with torch.device("meta"):
+            model = get_arch(card.architecture).builder(**card.arch_kwargs)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # a builder that cannot run on meta: the caller shows "?"
+        return None
 
 
 def list_archs() -> list[str]:

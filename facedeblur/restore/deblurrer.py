@@ -240,6 +240,16 @@ class Deblurrer:
                 outs_opt[i] = out
         return prep.finish(outs_opt)  # type: ignore[arg-type]
 
+    def is_photo(self, img: Any) -> bool:
+        """Whether :meth:`restore` with ``faces=None`` (auto) sends ``img`` (anything :meth:`restore` takes, one
+        image) through the face pipeline (a photo) or restores it as it is (a face crop)."""
+        if isinstance(img, np.ndarray) and img.ndim in (2, 3):
+            return self._is_photo(torch.empty((3,) + tuple(img.shape[:2])), None)
+        frames = prepare(img, "rgb").frames
+        if len(frames) != 1:
+            raise InputError(f"is_photo takes one image, got {len(frames)}")
+        return self._is_photo(frames[0], None)
+
     def _is_photo(self, frame: torch.Tensor, faces: bool | None) -> bool:
         """The ``faces=`` rule of :meth:`restore` for one (3, H, W) frame."""
         if faces is not None:
