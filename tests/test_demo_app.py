@@ -130,3 +130,43 @@ def test_browser_restores_the_example(served, expected, tmp_path):
     target = os.environ.get("FACEDEBLUR_DEMO_SCREENSHOT")
     if target:
         shutil.copyfile(shot, target)
+
+
+def test_cli_serves_the_demo(tmp_path, expected):
+    """``facedeblur demo --port P`` (the console command, in its own process) serves a page on 127.0.0.1 whose
+    /restore endpoint returns the API's image; Ctrl-C (SIGINT) stops it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    client_mod = pytest.importorskip("gradio_client")
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "facedeblur", "demo", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"facedeblur demo exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert r.status == 200 and b"<html" in r.read(2000).lower()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("facedeblur demo did not serve its page within 180 s")
+                time.sleep(1)
+        client = client_mod.Client(url, verbose=False)
+        out = client.predict(client_mod.handle_file(str(FACE)), "cfmd-gan.lite", U, "auto", api_name="/restore")
+        assert np.array_equal(_rgb(out[1]), expected)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
