@@ -30,8 +30,10 @@ def test_zoo_lists_the_cfmd_gan_variants() -> None:
     ("*", ALL),
     ("cfmd-gan", [n for n in ALL if n.startswith("cfmd-gan.")]),  # a family name lists its variants
     ("cfmd-gan*", [n for n in ALL if n.startswith("cfmd-gan")]),
-    ("*.paper", ["cfmd-gan.paper"]),
-    ("*lite*", ["cfmd-gan.lite"]),
+    ("*.paper", ["cfmd-gan.paper", "cyclegan-blur.paper", "cyclegan-srn.paper"]),
+    ("*lite*", ["cfmd-gan.lite", "cyclegan-blur.lite", "cyclegan-srn.lite"]),
+    ("cyclegan-srn", ["cyclegan-srn.lite", "cyclegan-srn.paper"]),
+    ("cyclegan-*", [n for n in ALL if n.startswith("cyclegan-")]),
     ("no-such-model*", []),
 ])
 def test_list_models_pattern(pattern: str, expected: list[str]) -> None:
@@ -56,6 +58,19 @@ def test_list_models_pretrained_filter() -> None:
         assert facedeblur.model_info(name).weights.available
     for name in without:
         assert not facedeblur.model_info(name).weights.available
+
+
+def test_families_without_weights_have_no_default_variant() -> None:
+    """CycleGAN->SRN's families ship no weights yet: no variant is a default, so the bare family name is not a model
+    (it lists the variants), and every variant refuses to load rather than run random weights."""
+    for family in ("cyclegan-srn", "cyclegan-blur"):
+        variants = facedeblur.list_models(family)
+        assert len(variants) == 2 and not any(facedeblur.model_info(n).default for n in variants)
+        with pytest.raises(ModelNotFoundError, match=f"{family}.lite"):
+            facedeblur.model_info(family)
+        for name in variants:
+            with pytest.raises(facedeblur.WeightsNotAvailableError):
+                facedeblur.load(name, device="cpu")
 
 
 def test_family_resolves_to_its_default_variant() -> None:

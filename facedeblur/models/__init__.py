@@ -18,6 +18,9 @@ __all__ = ["TASKS", "MODEL_FILES", "ArchEntry", "InferenceAdapter", "ModelCard",
 #: disagrees, and ``tests/test_registry.py`` checks that each file registers exactly what is listed.
 MODEL_FILES: dict[str, dict[str, str]] = {
     "cfmd_gan": {"cfmd_gan": "image-continuous"},
+    "srn": {"srn": "image"},
+    "cyclegan": {"cyclegan_blur": "image"},
+    "chrysos": {"chrysos_hg": "image", "chrysos_cgan": "image", "chrysos": "pipeline"},
 }
 
 

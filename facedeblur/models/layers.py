@@ -11,6 +11,7 @@ Everything here is written from the papers' definitions:
   torchvision is importable; on CPU ours is used (the official CFMD-GAN code spends 87% of its 9.8 s per
   face inside torchvision's CPU kernel on a 2-core machine; see ``benchmarks/results/speed_cfmd_cpu.md``).
 * :class:`SqueezeExcite` — channel attention (Hu et al.; RCAN-style) used by several methods.
+* :func:`check_image_batch` — the typed input check of networks with a ``pad_multiple``.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 __all__ = ["deform_conv2d", "deform_conv2d_reference", "DeformConv2d", "SqueezeExcite", "lrelu", "cpu_has_fast_dtype",
-           "exporting"]
+           "exporting", "check_image_batch"]
 
 
 def exporting() -> bool:
@@ -31,6 +34,18 @@ def exporting() -> bool:
     compiler = getattr(torch, "compiler", None)
     is_exporting = getattr(compiler, "is_exporting", None)  # torch >= 2.3
     return bool(torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or (is_exporting is not None and is_exporting()))
+
+
+def check_image_batch(x: torch.Tensor, multiple: int, name: str, min_size: int = 1) -> None:
+    """Raise :class:`~facedeblur.errors.InputError` unless ``x`` is an (N, 3, H, W) tensor with H and W multiples of
+    ``multiple`` and at least ``min_size``: the input check of networks that need a size (their ``pad_multiple``)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputError(f"{name} takes (N, 3, H, W) RGB tensors in [0, 1], got {shape}")
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple or h < min_size or w < min_size:
+        raise InputError(f"{name} needs H and W divisible by {multiple} and at least {max(min_size, multiple)}, got "
+                         f"{h}x{w}; pad the input (facedeblur.load(...).restore pads for you)")
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.2) -> torch.Tensor:

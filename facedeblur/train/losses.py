@@ -30,8 +30,9 @@ class LossWeights:
 
     ``pix`` / ``pix_coarse``: (multi-scale) pixel loss; ``adv``: adversarial; ``ar``: auxiliary control-factor
     regression of the generated image; ``per``: perceptual; ``q_d``: the discriminator's control-factor regression;
-    ``psnr`` / ``psnr_floor``: :func:`psnr_loss` on the final output. A wrapper ignores weights its method has no
-    term for.
+    ``psnr`` / ``psnr_floor``: :func:`psnr_loss` on the final output; ``cyc``: cycle consistency of an unpaired
+    translation (L1 of both round trips); ``idt``: its identity-mapping term, as a multiple of ``cyc``. A wrapper
+    ignores weights its method has no term for.
     """
 
     pix: float = 1.0
@@ -43,6 +44,8 @@ class LossWeights:
     charbonnier_eps: float = 1e-3
     psnr: float = 0.0  # not in the paper: weight of the per-sample log-MSE loss (psnr_loss) on the final output
     psnr_floor: float = 1e-4  # MSE floor of that loss (1e-4: 40 dB; see psnr_loss)
+    cyc: float = 0.0  # cycle-consistency weight (unpaired translation methods; 0: no such term)
+    idt: float = 0.0  # identity-mapping weight, as a multiple of cyc (0: no such term)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, float] | None) -> "LossWeights":

@@ -49,6 +49,7 @@ from .checkpoint import (CHECKPOINT_NAME, CheckpointError, atomic_write_text, lo
                          rng_state, save_state, save_tensors_atomic, set_rng_state)
 from .distributed import (DistInfo, all_reduce_max, barrier, init_distributed, select_device,
                           shutdown_distributed)
+from .losses import LossWeights
 from .methods import StepContext, TrainingMethod, get_method, set_requires_grad, unwrap
 from .recipes import Recipe, resolve_recipe
 from .validation import format_table, psnr, ssim, summarize
@@ -296,7 +297,7 @@ class Trainer:
         self.ema: nn.Module | None = None
         if self.recipe.ema:
             self.ema = self.method.build_network().to(self.device)
-            self.ema.load_state_dict(self.g.state_dict())
+            self.ema.load_state_dict(self._inference().state_dict())
             self.ema.eval()
             set_requires_grad(self.ema, False)
         if opt.channels_last:
@@ -375,7 +376,7 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": rng_state(), "best": self.best, "last_val_step": self.last_val_step, "wall_time_s": wall,
-            "initialised_from": self.initialised_from,
+            "initialised_from": self.initialised_from, "method": self.method.method_state(),
         }
 
     def save_checkpoint(self, wall: float) -> None:
@@ -405,8 +406,11 @@ class Trainer:
         if bool(st["gan"]) != self.gan:
             raise CheckpointError(f"checkpoint {path} was trained {'with' if st['gan'] else 'without'} the GAN "
                                   f"losses; resume it with the same --no-gan setting")
-        if st["recipe"] != self.recipe.to_dict() and self.main:
-            changed = sorted(k for k in st["recipe"] if st["recipe"][k] != self.recipe.to_dict().get(k))
+        stored = dict(st["recipe"])
+        if isinstance(stored.get("loss"), Mapping):  # weights added since the checkpoint was written: their defaults
+            stored["loss"] = dataclasses.asdict(LossWeights.from_mapping(stored["loss"]))
+        if stored != self.recipe.to_dict() and self.main:
+            changed = sorted(k for k in stored if stored[k] != self.recipe.to_dict().get(k))
             print(f"[facedeblur train] note: the recipe differs from the checkpoint's in {changed}; continuing with "
                   f"the new values (optimizer state is restored from the checkpoint)")
         if int(st["world_size"]) != self.dist.world_size and self.main:
@@ -423,7 +427,8 @@ class Trainer:
         if st["scaler_d"]:
             self.scaler_d.load_state_dict(st["scaler_d"])
         if self.ema is not None:
-            self.ema.load_state_dict(st["ema"] if st["ema"] is not None else unwrap(self.g).state_dict())
+            self.ema.load_state_dict(st["ema"] if st["ema"] is not None else self._inference().state_dict())
+        self.method.load_method_state(st.get("method") or {})
         self.step = int(st["step"])
         self.best = st["best"]
         self.last_val_step = int(st.get("last_val_step", -1))
@@ -478,7 +483,7 @@ class Trainer:
             raise CheckpointError(f"--init {exc}") from exc
         if arch is not None and arch != self.card.architecture:
             raise CheckpointError(f"--init {src}: a checkpoint of {arch}, this run trains {self.card.architecture}")
-        g = unwrap(self.g)
+        g = self._inference()
         load_state_dict_strict(g, self.method.reset_loaded_state(state, g), arch_kwargs=self.arch_kwargs,
                                source=str(src))
         if self.ema is not None:
@@ -560,7 +565,7 @@ class Trainer:
             return
         decay = self.recipe.ema
         with torch.no_grad():
-            g_mod = unwrap(self.g)
+            g_mod = self._inference()
             for pe, p in zip(self.ema.parameters(), g_mod.parameters()):
                 pe.lerp_(p.detach(), 1.0 - decay)
             for be, bg in zip(self.ema.buffers(), g_mod.buffers()):
@@ -576,8 +581,12 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- validation
 
+    def _inference(self) -> nn.Module:
+        """The shipped network inside the trained generator module (the wrapper's ``inference_network``)."""
+        return self.method.inference_network(unwrap(self.g))
+
     def _eval_model(self) -> nn.Module:
-        return self.ema if self.ema is not None else unwrap(self.g)
+        return self.ema if self.ema is not None else self._inference()
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any] | None:

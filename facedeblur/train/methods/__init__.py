@@ -23,6 +23,8 @@ _METHODS: dict[str, type[TrainingMethod]] = {}
 def _ensure_loaded() -> None:
     """Import the wrapper modules so their ``@register_method`` decorators run."""
     from . import cfmd_gan  # noqa: F401
+    from . import cyclegan  # noqa: F401
+    from . import srn  # noqa: F401
 
 
 def register_method(arch: str) -> Callable[[M], M]:

@@ -15,7 +15,9 @@ A wrapper provides
   using the :class:`StepContext` the trainer passes for autocast and optimiser steps;
 * the sample kind it consumes (:attr:`~TrainingMethod.sample_kind`, see :mod:`facedeblur.data.kinds`);
 * the reset of post-training state when a run starts from other weights
-  (:meth:`~TrainingMethod.reset_loaded_state`, ``--init``).
+  (:meth:`~TrainingMethod.reset_loaded_state`, ``--init``);
+* optionally, a training module holding more than the shipped network (:meth:`~TrainingMethod.inference_network`
+  picks the shipped one) and state of its own that checkpoints keep (:meth:`~TrainingMethod.method_state`).
 
 The network is called through the architecture's :class:`~facedeblur.models.InferenceAdapter`
 (:attr:`~TrainingMethod.adapter`), the same one inference and validation use.
@@ -137,6 +139,14 @@ class TrainingMethod:
             raise RecipeError(f"recipe option(s) {asked}: the training wrapper of {self.arch.name} "
                               f"({type(self).__name__}) has no such initialisation; remove them from the recipe")
 
+    def inference_network(self, g: nn.Module) -> nn.Module:
+        """The inference network inside ``g``, the (unwrapped) module :meth:`build_generator` returned: what the
+        trainer validates, averages (EMA), loads ``--init`` weights into and exports. Default: ``g`` itself. A method
+        that trains more generators than it ships, all updated by the one generator optimiser (e.g. the two
+        directions of an unpaired translation), returns a container module from :meth:`build_generator` and the
+        shipped network (an instance of :meth:`build_network`'s architecture) here."""
+        return g
+
     @property
     def has_discriminator(self) -> bool:
         """Whether the method can train adversarially (default: the architecture registered a discriminator)."""
@@ -203,6 +213,19 @@ class TrainingMethod:
         return batch["blurry"], batch["blurry"], batch["sharp"]
 
     # ------------------------------------------------------------------------------------------ state
+
+    def method_state(self) -> dict[str, Any]:
+        """State the wrapper itself keeps between steps (e.g. a buffer of earlier generated images), saved in the
+        trainer's checkpoints so that a resumed run continues exactly: a nest of dicts, lists, tensors and JSON
+        scalars. Default: none."""
+        return {}
+
+    def load_method_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`method_state` from a checkpoint (an empty mapping when the checkpoint has none). The default
+        accepts only an empty one."""
+        if state:
+            raise RecipeError(f"the checkpoint holds training-wrapper state {sorted(state)}, which "
+                              f"{type(self).__name__} does not keep; resume it with the wrapper that wrote it")
 
     def reset_loaded_state(self, state: dict[str, torch.Tensor], g: nn.Module) -> dict[str, torch.Tensor]:
         """Weights a run starts from (``--init``), with post-training state that training invalidates replaced
