@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import InferenceAdapter, register_model
-from .layers import check_image_batch
+from .layers import check_image_batch, exporting
 
 __all__ = ["SRNDeblurNet", "ConvLSTMCell", "ResBlock", "SRN_ADAPTER", "srn"]
 
@@ -107,10 +107,9 @@ class ConvLSTMCell(nn.Module):
         return h, (c, h)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _rescale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Bilinear resize by ``factor`` (half-pixel centres, no antialiasing)."""
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
 class SRNDeblurNet(nn.Module):
@@ -188,16 +187,21 @@ class SRNDeblurNet(nn.Module):
         return self.out(d1), state
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image_batch(x, self.pad_multiple, "SRNDeblurNet")
+        if not exporting():  # an exported graph takes any size; ONNX users pad as the card says
+            check_image_batch(x, self.pad_multiple, "SRNDeblurNet")
         outputs: list[torch.Tensor] = []
-        previous = x
+        previous: torch.Tensor | None = None
         state: LSTMState | None = None
-        for size in self.scale_sizes(*x.shape[-2:]):
-            blurry = _resize(x, size)
-            previous = _resize(previous.detach(), size)  # stop-gradient (code): each scale learns from its own loss
+        # resizes by scale factors, not sizes: the same samples (H and W are multiples of 16, so every factor is
+        # exact), and no Python arithmetic on shapes, so an exported graph keeps a dynamic size
+        for k in reversed(range(self.levels)):
+            blurry = x if k == 0 else _rescale(x, self.scale ** k)
+            if previous is None:
+                previous = blurry
+            else:  # stop-gradient (code): each scale learns from its own loss
+                previous = _rescale(previous.detach(), 1.0 / self.scale)
             if state is not None:
-                quarter = (size[0] // 4, size[1] // 4)
-                state = (_resize(state[0], quarter), _resize(state[1], quarter))
+                state = (_rescale(state[0], 1.0 / self.scale), _rescale(state[1], 1.0 / self.scale))
             previous, state = self.scale_step(blurry, previous, state)
             outputs.append(previous)
         return outputs
