@@ -55,6 +55,8 @@ def test_list(capsys):
     rc, out, err = run(["list", "cfmd-gan.p*"], capsys)
     assert rc == 0 and "cfmd-gan.paper" in out and "cfmd-gan.lite" not in out
     rc, out, err = run(["list", "--task", "video"], capsys)
+    assert rc == 0 and "cfmd-gan" not in out and "finenet.lite" in out and "finenet.paper" in out
+    rc, out, err = run(["list", "cfmd-gan*", "--task", "video"], capsys)
     assert rc == 0 and "cfmd-gan" not in out and "no models match" in err
     rc, out, err = run(["list", "--task", "nope"], capsys)
     assert rc == 2

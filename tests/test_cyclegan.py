@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import facedeblur
+from tinymodels import BoxBlurPairs
 from facedeblur.errors import InputError
 from facedeblur.models import get_arch, get_card
 from facedeblur.models.cyclegan import PatchDiscriminator, ResnetGenerator
@@ -197,20 +198,9 @@ class _Unpaired(Dataset):
         return {"sharp": self.sharp[i].clone(), "real_blurry": self.blurry[j].clone()}
 
 
-class _Pairs(Dataset):
-    kind = "pair"
 
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.sharp = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear",
-                                   align_corners=False)
-        self.blurry = F.avg_pool2d(F.pad(self.sharp, (3, 3, 0, 0), mode="replicate"), (1, 7), stride=1)
-
-    def __len__(self) -> int:
-        return len(self.sharp)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"blurry": self.blurry[i].clone(), "sharp": self.sharp[i].clone()}
+def _Pairs(n: int, seed: int) -> BoxBlurPairs:
+    return BoxBlurPairs(n, seed, taps=7)
 
 
 def _trainer(tmp_path, name: str, **opts) -> Trainer:

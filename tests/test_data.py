@@ -634,6 +634,32 @@ def test_build_datasets(dataset, prepared, tmp_path):
     assert mix[0]["sharp"].shape == (3, 32, 32)
 
 
+def test_build_datasets_clip_kind(dataset, prepared, tmp_path):
+    """kind="clip" (what ``facedeblur train`` asks for a clip wrapper such as FineNet's): strong-blur clips of the
+    card's frame window from the split sharp pools; validation items are seeded."""
+    from facedeblur.data.kinds import check_item
+    from facedeblur.data.strong import SynthClipSet, SynthClipValSet
+    from facedeblur.models import get_card
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset["root"], data)
+    cache = tmp_path / "cache"
+    prepare_windows(data, cache, CFG, detector=FakeDetector(dataset["face"]), progress=False)
+    recipe = {"crop": 32, "epoch_samples": 3, "synth_val_count": 2, "synth": {"extent": [2.0, 4.0]}}
+    train, val = build_datasets(data, get_card("finenet.lite"), cache_dir=cache, prep=CFG, progress=False,
+                                recipe=recipe, kind="clip")
+    assert isinstance(train, SynthClipSet) and isinstance(val, SynthClipValSet)
+    assert train.kind == val.kind == "clip" and len(train) == 3 and len(val) == 2 and train.frames == 5
+    assert {w["split"] for w in train.pool.windows} == {"train"} and {w["split"] for w in val.pool.windows} == {"val"}
+    torch.manual_seed(0)
+    item = train[0]
+    check_item("clip", item)
+    assert item["blurry"].shape == item["sharp"].shape == (5, 3, 32, 32)
+    v0, v0_again = val[0], val[0]
+    assert v0["blurry"].shape == (5, 3, CFG.face_size, CFG.face_size)
+    assert torch.equal(v0["blurry"], v0_again["blurry"]) and float(v0["severity"]) > 0
+
+
 def test_pick_frame_centre_fraction():
     """centre_fraction: the FMR-middle frame with that probability, else the uniform draw."""
     from facedeblur.data.engine import _pick_frame

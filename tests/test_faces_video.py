@@ -287,7 +287,7 @@ def test_a_model_name_is_loaded_like_facedeblur_load(clip, tmp_path, monkeypatch
 
 def test_multi_frame_model_gets_aligned_windows(sprites, tmp_path):
     """A T=3 model returning the *previous* frame of its window: the face of frame i then shows frame i-1's
-    brightness (frames get 6 levels brighter each), frame 0 its own (edge replicated)."""
+    brightness (frames get 6 levels brighter each), frame 0 frame 1's (edges reflected: its window is 1, 0, 1)."""
     base = get_card("cfmd-gan.lite")
     card = dataclasses.replace(base, name="test.video", task="video",
                                capabilities=dataclasses.replace(base.capabilities, frame_window=3))
@@ -299,7 +299,7 @@ def test_multi_frame_model_gets_aligned_windows(sprites, tmp_path):
     assert res.frames == 8 and all(s[1:3] == (3, 3) for s in net.shapes)  # (N, T=3, 3, 256, 256)
     centre = (slice(50, 62), slice(40, 52))
     got = [out[i][centre].astype(float).mean() for i in range(8)]
-    want = [frames[max(i - 1, 0)][centre].astype(float).mean() for i in range(8)]
+    want = [frames[abs(i - 1)][centre].astype(float).mean() for i in range(8)]
     assert frames[7][centre].mean() - frames[6][centre].mean() > 4  # the test does see a step
     np.testing.assert_allclose(got, want, atol=1.0)
 

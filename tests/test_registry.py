@@ -30,8 +30,11 @@ def test_zoo_lists_the_cfmd_gan_variants() -> None:
     ("*", ALL),
     ("cfmd-gan", [n for n in ALL if n.startswith("cfmd-gan.")]),  # a family name lists its variants
     ("cfmd-gan*", [n for n in ALL if n.startswith("cfmd-gan")]),
-    ("*.paper", ["cfmd-gan.paper", "cyclegan-blur.paper", "cyclegan-srn.paper"]),
-    ("*lite*", ["cfmd-gan.lite", "cyclegan-blur.lite", "cyclegan-srn.lite"]),
+    ("*.paper", ["cfmd-gan.paper", "chrysos-hg.paper", "chrysos.paper", "cyclegan-blur.paper", "cyclegan-srn.paper",
+                 "dfpgnet.paper", "finenet.paper"]),
+    ("*lite*", ["cfmd-gan.lite", "chrysos-hg.lite", "chrysos.lite", "cyclegan-blur.lite", "cyclegan-srn.lite",
+                "dfpgnet.lite", "finenet.lite"]),
+    ("chrysos", ["chrysos.lite", "chrysos.paper"]),  # a family is its name before the dot: not chrysos-hg.*
     ("cyclegan-srn", ["cyclegan-srn.lite", "cyclegan-srn.paper"]),
     ("cyclegan-*", [n for n in ALL if n.startswith("cyclegan-")]),
     ("no-such-model*", []),
@@ -61,9 +64,10 @@ def test_list_models_pretrained_filter() -> None:
 
 
 def test_families_without_weights_have_no_default_variant() -> None:
-    """CycleGAN->SRN's families ship no weights yet: no variant is a default, so the bare family name is not a model
-    (it lists the variants), and every variant refuses to load rather than run random weights."""
-    for family in ("cyclegan-srn", "cyclegan-blur"):
+    """CycleGAN->SRN's, FineNet's and DFPGnet's families ship no weights yet: no variant is a default, so the bare
+    family name is not a model (it lists the variants), and every variant refuses to load rather than run random
+    weights."""
+    for family in ("cyclegan-srn", "cyclegan-blur", "finenet", "dfpgnet"):
         variants = facedeblur.list_models(family)
         assert len(variants) == 2 and not any(facedeblur.model_info(n).default for n in variants)
         with pytest.raises(ModelNotFoundError, match=f"{family}.lite"):

@@ -552,8 +552,8 @@ def test_restore_video_sliding_window(index):
     assert consumed[0] <= 2 + t
     outs = [first] + list(gen)
     assert len(outs) == n
-    # window for frame i is frames[i-1], frames[i], frames[i+1], edges replicated
-    expected = [min(max(i + index - 1, 0), n - 1) for i in range(n)]
+    # window for frame i is frames[i-1], frames[i], frames[i+1], reflected at the ends (-1 -> 1, n -> n-2)
+    expected = [abs(i + index - 1) if i + index - 1 < n else 2 * (n - 1) - (i + index - 1) for i in range(n)]
     assert [int(o[0, 0, 0]) // 20 for o in outs] == expected
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 import facedeblur
+from tinymodels import BoxBlurPairs
 from facedeblur.errors import InputError
 from facedeblur.models import get_arch, get_card
 from facedeblur.models.srn import ConvLSTMCell, SRNDeblurNet
@@ -189,22 +189,9 @@ def test_multiscale_mse_is_eq_3_with_unit_weights() -> None:
     assert total.item() == pytest.approx(2.0 * (0.01 + 0.5 * 2 * 0.01), rel=1e-5)
 
 
-class _Pairs(Dataset):
-    """Smooth random 32x32 faces blurred by a horizontal 5-tap box: ``pair`` samples."""
 
-    kind = "pair"
-
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.sharp = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(32, 32), mode="bilinear",
-                                   align_corners=False)
-        self.blurry = F.avg_pool2d(F.pad(self.sharp, (2, 2, 0, 0), mode="replicate"), (1, 5), stride=1)
-
-    def __len__(self) -> int:
-        return len(self.sharp)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"blurry": self.blurry[i].clone(), "sharp": self.sharp[i].clone()}
+def _Pairs(n: int, seed: int) -> BoxBlurPairs:
+    return BoxBlurPairs(n, seed, taps=5)
 
 
 def test_two_steps_through_the_generic_trainer(tmp_path) -> None:

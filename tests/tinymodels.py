@@ -75,3 +75,25 @@ def run_cli(argv, capsys):
         rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+class BoxBlurPairs(torch.utils.data.Dataset):
+    """``pair`` samples for training-mechanics tests: smooth random ``size`` px images (bilinear up from 8x8) blurred
+    by a horizontal ``taps``-tap box."""
+
+    kind = "pair"
+
+    def __init__(self, n: int, seed: int, taps: int = 5, size: int = 32) -> None:
+        import torch.nn.functional as F
+
+        g = torch.Generator().manual_seed(seed)
+        self.sharp = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=(size, size), mode="bilinear",
+                                   align_corners=False)
+        r = taps // 2
+        self.blurry = F.avg_pool2d(F.pad(self.sharp, (r, r, 0, 0), mode="replicate"), (1, taps), stride=1)
+
+    def __len__(self) -> int:
+        return len(self.sharp)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"blurry": self.blurry[i].clone(), "sharp": self.sharp[i].clone()}

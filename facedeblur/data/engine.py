@@ -37,7 +37,8 @@ from .crops import crop as _crop, crop_box as _crop_box, dedup as _dedup, sharpn
 from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
 from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
 from .sources import Clip, find_clips, iter_frames
-from .strong import InterleavedSet, MixedTrainSet, SharpPool, SynthTrainSet, SynthValSet, split_stills
+from .strong import (InterleavedSet, MixedTrainSet, SharpPool, SynthClipSet, SynthClipValSet, SynthTrainSet,
+                     SynthValSet, split_stills)
 from .synth import SynthConfig, format_histogram, severity_histogram
 from .vla import VLAConfig, clip_vla_windows
 
@@ -438,11 +439,17 @@ def _find_stills(data_dir: Path, min_sharpness: float = 100.0) -> list[Path]:
 
 def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cache_dir: str | Path | None = None,
                    progress: bool = True, prep: PrepConfig | None = None, max_val: int | None = None,
-                   recipe: dict[str, Any] | None = None) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+                   recipe: dict[str, Any] | None = None, kind: str = "moments"
+                   ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """(train, val) datasets for ``card``'s training recipe from a folder of videos (and ``faces/`` stills).
 
     Items are dicts {"blurry", "sharp": float [3,H,W] in [0,1], "u": scalar, "severity": blurry-input PSNR (dB)}.
     The split is by identity group; windows are prepared once and cached under ``cache_dir``.
+
+    ``kind``: the sample kind the training wrapper consumes (``facedeblur train`` passes it). ``"clip"`` gives
+    strong-blur clips instead (:class:`~facedeblur.data.strong.SynthClipSet` / ``SynthClipValSet``: the card's
+    ``frame_window`` consecutive exposures of one motion of a sharp face of the same pool and split, with the recipe's
+    ``synth`` schedule; ``synth_val_count`` validation clips); any other kind gets the moment data above.
     """
     data_dir = Path(data_dir)
     prep = prep or PrepConfig(seed=seed)
@@ -455,6 +462,8 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     val_w = [val_w[i] for i in np.random.default_rng(seed).permutation(len(val_w))][:max_val]
     # stills are split by file name (UTKFace has no identity labels); the kernel benchmark draws from the val side
     train_stills, val_stills = split_stills(_find_stills(data_dir), seed=prep.seed, val_percent=prep.val_percent)
+    if kind == "clip":
+        return _clip_datasets(training, card, prep, root, windows, train_stills, val_stills, seed)
     crop = int(training.get("crop", 256))
     scale_aug = tuple(training.get("scale_aug", (1.0, 1.5)))
     epoch_samples = int(training.get("epoch_samples", 12000))
@@ -521,3 +530,28 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     if vla_train is not None:
         train.summary.update({"vla_fraction": vla_fraction, "vla_train_windows": len(vla_train)})
     return train, InterleavedSet([val_synth, *val_sets], ["synth", *val_names])
+
+
+def _clip_datasets(training: dict[str, Any], card: Any, prep: PrepConfig, root: Path, windows: list[dict[str, Any]],
+                   train_stills: list[Path], val_stills: list[Path], seed: int
+                   ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """``clip`` (train, val) sets of :func:`build_datasets`: strong-blur clips from the split sharp pools."""
+    try:
+        cfg = SynthConfig.from_mapping({"face_size": prep.face_size, **dict(training.get("synth") or {})})
+    except InputError as exc:
+        raise DataError(f"training recipe 'synth': {exc}") from None
+    frames = int(getattr(getattr(card, "capabilities", None), "frame_window", 0) or 5)
+    share = float(training.get("synth_frames", 0.4))
+    pool = SharpPool(train_stills, root, [w for w in windows if w["split"] == "train"], face_size=prep.face_size,
+                     frame_fraction=share)
+    val_pool = SharpPool(val_stills, root, [w for w in windows if w["split"] == "val"], face_size=prep.face_size,
+                         frame_fraction=share)
+    hist = severity_histogram(pool.sample_images(64, seed), cfg, samples=300, seed=seed)
+    print(f"[facedeblur data] strong-blur clips of {frames} exposures: {len(train_stills)} training stills, "
+          f"{len(pool.windows)} training windows ({share:.0%} of sharp faces are video frames); per-exposure severity:")
+    print(format_histogram(hist))
+    train = SynthClipSet(pool, cfg, frames=frames, crop=int(training.get("crop", 256)),
+                         epoch_samples=int(training.get("epoch_samples", 12000)))
+    val_cfg = dataclasses.replace(cfg, identity_sharp=False)  # validation scores against the clean face
+    val = SynthClipValSet(val_pool, val_cfg, int(training.get("synth_val_count", 200)), frames=frames, seed=seed)
+    return train, val

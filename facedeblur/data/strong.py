@@ -26,7 +26,7 @@ from .blur import psnr_uint8
 from .synth import SynthConfig, clip_sample, synth_sample
 
 __all__ = ["still_is_val", "split_stills", "SharpPool", "SynthTrainSet", "SynthValSet", "SynthClipSet",
-           "UnpairedSet", "MixedTrainSet", "InterleavedSet"]
+           "SynthClipValSet", "UnpairedSet", "MixedTrainSet", "InterleavedSet"]
 
 
 def still_is_val(name: str, seed: int = 0, val_percent: int = 20) -> bool:
@@ -199,6 +199,32 @@ class SynthClipSet(_PoolSamples):
         b, s = blurry[:, ys, xs], sharp[:, ys, xs]
         sev = float(np.mean([min(psnr_uint8(bi, si), 100.0) for bi, si in zip(b, s)]))
         return {"blurry": torch.stack([_to_tensor(f) for f in b]), "sharp": torch.stack([_to_tensor(f) for f in s]),
+                "severity": torch.tensor(sev, dtype=torch.float32)}
+
+
+class SynthClipValSet(torch.utils.data.Dataset):
+    """``clip`` validation samples: ``count`` seeded faces of ``pool`` (full crops), each a clip of ``frames``
+    exposures (:func:`facedeblur.data.synth.clip_sample`); item i is the same in every run with the same seed."""
+
+    kind = "clip"
+
+    def __init__(self, pool: SharpPool, cfg: SynthConfig, count: int, *, frames: int, seed: int = 0,
+                 duty: float = 1.0) -> None:
+        self.pool, self.cfg, self.count, self.frames = pool, cfg, int(count), int(frames)
+        self.seed, self.duty = seed, float(duty)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, 13, index])
+        img, _ = self.pool.draw(rng)
+        blurry, sharp, _ = clip_sample(rng, img, self.cfg, self.frames, self.duty)
+        sev = float(np.mean([min(psnr_uint8(b, s), 100.0) for b, s in zip(blurry, sharp)]))
+        return {"blurry": torch.stack([_to_tensor(f) for f in blurry]),
+                "sharp": torch.stack([_to_tensor(f) for f in sharp]),
                 "severity": torch.tensor(sev, dtype=torch.float32)}
 
 

@@ -19,7 +19,7 @@ plus the model's frame window). Per frame:
    filled in by the same fit, so a face does not flicker between restored and not restored.
 4. **Restore** the aligned crops of all faces of ``batch_size`` frames in one batched model call. Models with a
    frame window T > 1 get, for each face, the T neighbouring frames warped with the *centre* frame's alignment
-   (edges replicated), restored by the Deblurrer's own batching.
+   (reflected at the ends of the video, :func:`reflect_index`), restored by the Deblurrer's own batching.
 5. **Paste back** with the feathered residual paste of :func:`facedeblur.faces.paste.paste_back`, working only on
    the faces' footprint; frames without faces are written untouched.
 
@@ -55,7 +55,8 @@ from .pipeline import (FaceRestorer, NoFaceWarning, _check_color_mode, _check_re
                        _run_windows, _select, default_detector)
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_CODECS", "AudioNotCopiedWarning", "VideoFace", "VideoResult", "FaceTracker",
-           "smooth_at", "smooth_track", "landmark_jitter", "is_video", "check_video_paths", "process_video_file"]
+           "smooth_at", "smooth_track", "landmark_jitter", "is_video", "check_video_paths", "process_video_file",
+           "reflect_index"]
 
 #: File suffixes treated as videos (lower case).
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -76,6 +77,19 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ smoothing
+
+
+def reflect_index(i: int, last: int) -> int:
+    """Frame ``i`` of a window mapped into a clip of frames ``0 .. last`` by reflection about the end frames (the
+    end frame itself not repeated: -1 -> 1, -2 -> 2, last + 1 -> last - 1; numpy's ``reflect``, periodic for windows
+    longer than the clip). The edge rule of every multi-frame window: the face pipeline's and
+    ``Deblurrer.restore_video``'s (for T = 5 the first frame's window is frames 2, 1, 0, 1, 2)."""
+    if last <= 0:
+        return 0
+    m = i % (2 * last)
+    return m if m <= last else 2 * last - m
+
+
 
 
 def _tricube(d: np.ndarray, radius: float) -> np.ndarray:
@@ -504,8 +518,11 @@ class _FaceStream:
                 win = None
                 if self.window > 1:
                     win = []
+                    # reflected at the ends of the video: frame 0 starts it, and until it is done the look-ahead
+                    # keeps every window short of the newest frame, so reflection about ``newest`` only happens at
+                    # the true end; then kept inside the buffer (only a clip shorter than the window needs that)
                     for d in range(-self.before, self.after + 1):
-                        s = min(max(fr.index + d, first), newest)
+                        s = min(max(reflect_index(fr.index + d, newest), first), newest)
                         win.append(crop if s == fr.index else crop_from_u8(buf[s - first].rgb, m, self.size))
                 jobs.append((j, vf, m, crop, win))
         restored = self._restore([c for *_, c, _ in jobs], [w for *_, w in jobs]) if jobs else []

@@ -21,6 +21,8 @@ MODEL_FILES: dict[str, dict[str, str]] = {
     "srn": {"srn": "image"},
     "cyclegan": {"cyclegan_blur": "image"},
     "chrysos": {"chrysos_hg": "image", "chrysos_cgan": "image", "chrysos": "pipeline"},
+    "dfpgnet": {"dfpgnet": "image"},
+    "finenet": {"finenet": "video"},
 }
 
 

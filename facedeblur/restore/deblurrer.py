@@ -341,8 +341,9 @@ class Deblurrer:
 
         Holds at most ``batch_size`` (+ the model's ``frame_window``) frames: pass a generator (e.g. frames read
         from ``cv2.VideoCapture``) to process videos of any length. Single-image models restore each frame;
-        multi-frame models (``frame_window`` T > 1) restore the centre of a sliding window of T frames, the
-        first and last frames replicated at the edges.
+        multi-frame models (``frame_window`` T > 1) restore the centre of a sliding window of T frames, reflected
+        at the ends of the video (:func:`facedeblur.faces.video.reflect_index`: for T = 5 the first frame's window is frames 2, 1, 0, 1, 2
+        and the last one's n-3, n-2, n-1, n-2, n-3).
         """
         if isinstance(frames, (np.ndarray, torch.Tensor, str, os.PathLike)) or not isinstance(frames, Iterable):
             raise InputError("restore_video takes an iterable of frames (a list or a generator of HxWx3 arrays); "
@@ -380,30 +381,39 @@ class Deblurrer:
                     if len(pending) >= batch_size:
                         yield from flush()
             else:
-                half = (t - 1) // 2  # window index of the restored (centre) frame
-                buf: deque[Prepared] = deque(maxlen=t)
+                from ..faces.video import reflect_index
+
+                before = (t - 1) // 2  # window index of the restored (centre) frame
+                after = t - 1 - before
+                buf: deque[tuple[int, Prepared]] = deque(maxlen=t)  # the last t frames, with their indices
                 shape = None
+                nxt = 0  # next frame to restore
+
+                def window(c: int, last: int) -> tuple[Prepared, torch.Tensor]:
+                    base = buf[0][0]
+                    idx = [reflect_index(c + d, last) for d in range(-before, after + 1)]
+                    return buf[c - base][1], torch.stack([buf[j - base][1].frames[0] for j in idx])
+
                 for i, frame in enumerate(frames):
                     p = prep_frame(frame, i)
                     if shape is None:
                         shape = p.frames[0].shape
-                        buf.extend([p] * half)
                     elif p.frames[0].shape != shape:
                         raise InputError(f"video frame {i} is {tuple(p.frames[0].shape[-2:])} but frame 0 is "
                                          f"{tuple(shape[-2:])}; all frames of a video must have one size")
-                    buf.append(p)
-                    if len(buf) == t:
-                        pending.append((buf[half], torch.stack([b.frames[0] for b in buf])))
+                    buf.append((i, p))
+                    if i - nxt >= after:  # frame nxt's window is complete (reflected at the start)
+                        pending.append(window(nxt, i))
+                        nxt += 1
                         if len(pending) >= batch_size:
                             yield from flush()
                 if buf:
-                    last = buf[-1]
-                    for _ in range(t - 1 - half):
-                        buf.append(last)
-                        if len(buf) == t:
-                            pending.append((buf[half], torch.stack([b.frames[0] for b in buf])))
-                            if len(pending) >= batch_size:
-                                yield from flush()
+                    last = buf[-1][0]
+                    while nxt <= last:  # the last frames: windows reflected at the end
+                        pending.append(window(nxt, last))
+                        nxt += 1
+                        if len(pending) >= batch_size:
+                            yield from flush()
             if pending:
                 yield from flush()
         finally:

@@ -94,6 +94,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     subclasses (the ``facedeblur`` CLI prints them)."""
     from ..models import get_card
     from .distributed import barrier, init_distributed, select_device, shutdown_distributed
+    from .methods import get_method
     from .recipes import read_config, resolve_recipe
     from .trainer import train
 
@@ -117,8 +118,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         # rank 0 prepares (and caches) the data first; the others then read the cache
         if not dist_info.is_main:
             barrier(dist_info)
+        # the data engine makes moment data (which also feeds pair wrappers), or clips for a clip wrapper
+        kind = {"kind": "clip"} if get_method(card.architecture).sample_kind == "clip" else {}
         train_ds, val_ds = build_datasets(args.data, data_card, seed=args.seed, cache_dir=args.cache_dir,
-                                          progress=dist_info.is_main and not args.no_progress)
+                                          progress=dist_info.is_main and not args.no_progress, **kind)
         if dist_info.is_main:
             barrier(dist_info)
         name = args.name or card.name

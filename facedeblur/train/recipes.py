@@ -6,6 +6,8 @@ The defaults are the values of the zoo's first method's paper (its §5.1.2): Ada
 epoch, 200 epochs, batch 8, crop 256, scale augmentation 1.0-1.5, loss weights of its Eq. 13 / 18. The init
 options (``zero_init_output``, ``output_init_scale``, ``mapping_init``) are applied by the method's training
 wrapper (:meth:`facedeblur.train.methods.TrainingMethod.init_generator_`); a wrapper without them refuses them.
+``method:`` holds options that only one method has (e.g. the extra loss weights of its paper, the weights of a frozen
+stage); the method's wrapper validates them.
 """
 from __future__ import annotations
 
@@ -56,6 +58,9 @@ class Recipe:
     output_init_scale: float = 1.0  # scale the output convs' initial weights (wrappers that support it)
     mapping_init: str = "default"  # "kaiming": He-init of a control-mapping network (wrappers that support it)
     data: dict[str, Any] = field(default_factory=dict)  # data-engine keys (DATA_KEYS), flat in to_dict()
+    #: options of one method that no other method has (e.g. a paper's own loss weights, a frozen stage's weights):
+    #: a free mapping that the method's training wrapper validates; left out of to_dict() when empty
+    method: dict[str, Any] = field(default_factory=dict)
 
     def steps_per_epoch(self, world_size: int = 1) -> int:
         return max(1, self.epoch_samples // (self.batch * world_size))
@@ -67,6 +72,8 @@ class Recipe:
         out = dataclasses.asdict(self)
         out["scale_aug"] = list(self.scale_aug)
         out.update(out.pop("data"))
+        if not out["method"]:
+            del out["method"]
         return out
 
 
@@ -221,6 +228,10 @@ def resolve_recipe(card_training: Mapping[str, Any], *layers: Mapping[str, Any] 
             raise RecipeError(f"recipe 'loss': {exc}") from None
         for k, v in dataclasses.asdict(kw["loss"]).items():
             _positive(f"loss.{k}", v, allow_zero=k not in ("charbonnier_eps", "psnr_floor"))
+    if data.get("method") is not None:
+        if not isinstance(data["method"], Mapping):
+            raise RecipeError("recipe key 'method' must be a mapping of the training wrapper's own options")
+        kw["method"] = copy.deepcopy(dict(data["method"]))
     if "discriminator" in data:
         if not isinstance(data["discriminator"], Mapping):
             raise RecipeError("recipe key 'discriminator' must be a mapping of discriminator kwargs")

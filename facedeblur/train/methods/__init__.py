@@ -23,7 +23,10 @@ _METHODS: dict[str, type[TrainingMethod]] = {}
 def _ensure_loaded() -> None:
     """Import the wrapper modules so their ``@register_method`` decorators run."""
     from . import cfmd_gan  # noqa: F401
+    from . import chrysos  # noqa: F401
     from . import cyclegan  # noqa: F401
+    from . import dfpgnet  # noqa: F401
+    from . import finenet  # noqa: F401
     from . import srn  # noqa: F401
 
 
