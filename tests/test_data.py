@@ -702,3 +702,31 @@ def test_window_train_set_static_exposures(prepared):
     torch.manual_seed(2)
     y = _train_set(prepared, identity_fraction=0.0, static_fraction=0.0)[0]
     assert torch.equal(x["blurry"], y["blurry"])
+
+
+def test_build_datasets_prepares_faces_at_the_cards_face_size(tmp_path, monkeypatch):
+    """Without ``prep``, windows are cut at the card's face size (DFPGnet: 128 px), not at a fixed 256 px."""
+    import dataclasses
+
+    from facedeblur.models import get_card
+
+    from facedeblur.data import engine
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_prepare(data_dir, cache_dir, cfg, progress=True):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(engine, "prepare_windows", fake_prepare)
+    for name, size in (("dfpgnet.lite", 128), ("cfmd-gan.lite", 256)):
+        with pytest.raises(Stop):
+            build_datasets(tmp_path, get_card(name), cache_dir=tmp_path / "cache", progress=False)
+        assert seen[-1].face_size == size
+        assert dataclasses.replace(seen[-1], face_size=256) == PrepConfig()  # only the size follows the card
+    with pytest.raises(Stop):
+        build_datasets(tmp_path, None, cache_dir=tmp_path / "cache", progress=False)
+    assert seen[-1] == PrepConfig()

@@ -444,7 +444,8 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     """(train, val) datasets for ``card``'s training recipe from a folder of videos (and ``faces/`` stills).
 
     Items are dicts {"blurry", "sharp": float [3,H,W] in [0,1], "u": scalar, "severity": blurry-input PSNR (dB)}.
-    The split is by identity group; windows are prepared once and cached under ``cache_dir``.
+    The split is by identity group; windows are prepared once and cached under ``cache_dir``. Without ``prep``,
+    faces are prepared at the card's ``input.face_size`` (a separate cache per size).
 
     ``kind``: the sample kind the training wrapper consumes (``facedeblur train`` passes it). ``"clip"`` gives
     strong-blur clips instead (:class:`~facedeblur.data.strong.SynthClipSet` / ``SynthClipValSet``: the card's
@@ -452,7 +453,9 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     ``synth`` schedule; ``synth_val_count`` validation clips); any other kind gets the moment data above.
     """
     data_dir = Path(data_dir)
-    prep = prep or PrepConfig(seed=seed)
+    if prep is None:  # faces at the card's face size (128 px for DFPGnet), so training crops are inference crops
+        face_size = getattr(getattr(card, "input", None), "face_size", None)
+        prep = PrepConfig(seed=seed, face_size=int(face_size) if face_size else PrepConfig.face_size)
     training = dict(getattr(card, "training", {}) or {})
     training.update(recipe or {})
     root, windows = load_manifest(prepare_windows(data_dir, cache_dir, prep, progress=progress))
