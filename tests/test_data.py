@@ -730,3 +730,40 @@ def test_build_datasets_prepares_faces_at_the_cards_face_size(tmp_path, monkeypa
     with pytest.raises(Stop):
         build_datasets(tmp_path, None, cache_dir=tmp_path / "cache", progress=False)
     assert seen[-1] == PrepConfig()
+
+
+def test_real_faces_images_and_cached_video_crops(tmp_path):
+    """DATA/real_lq: images are taken as they are, videos give aligned face crops (largest face, every stride-th
+    frame, at most per_video), cached so the detector runs once; no real_lq is a typed error."""
+    from facedeblur.data.real import real_faces
+    from facedeblur.errors import DataError
+    from facedeblur.metrics.face_landmarks import Face as Det
+
+    with pytest.raises(DataError, match="real_lq"):
+        real_faces(tmp_path / "nothing", tmp_path / "cache", progress=False)
+    lq = tmp_path / "data" / "real_lq"
+    (lq / "crops").mkdir(parents=True)
+    cv2.imwrite(str(lq / "crops" / "a.png"), np.full((64, 64, 3), 100, np.uint8))
+    (lq / "vids").mkdir()
+    w = cv2.VideoWriter(str(lq / "vids" / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 96))
+    for i in range(12):
+        w.write(np.full((96, 96, 3), 20 * i, np.uint8))
+    w.release()
+
+    class FivePoints:
+        calls = 0
+
+        def detect(self, rgb, max_faces=None):
+            FivePoints.calls += 1
+            pts = np.array([[38, 40], [58, 40], [48, 52], [40, 64], [56, 64]], np.float64)
+            return [Det((28.0, 28.0, 68.0, 78.0), 0.99, pts)]
+
+    got = real_faces(tmp_path / "data", tmp_path / "cache", face_size=32, per_video=3, stride=2,
+                     detector=FivePoints(), progress=False)
+    assert got[0] == lq / "crops" / "a.png" and len(got) == 4 and FivePoints.calls == 3  # frames 0, 2, 4
+    crops = [cv2.imread(str(p)) for p in got[1:]]
+    assert all(c.shape == (32, 32, 3) for c in crops)
+    assert crops[0].mean() < crops[1].mean() < crops[2].mean()  # frames in order
+    again = real_faces(tmp_path / "data", tmp_path / "cache", face_size=32, per_video=3, stride=2,
+                       detector=FivePoints(), progress=False)
+    assert again == got and FivePoints.calls == 3  # cached: no detection the second time

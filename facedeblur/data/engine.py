@@ -31,14 +31,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import DataError, InputError
+from ..errors import CapabilityError, DataError, InputError
 from ..metrics.severity import SEVERITY_BINS, severity_bin
 from .crops import crop as _crop, crop_box as _crop_box, dedup as _dedup, sharpness as _sharpness
 from .blur import average_frames, fmr_order, psnr_uint8, render_trajectory, shake_trajectory
 from .landmarks import LandmarkDetector, default_detector, left_eye, track_faces
 from .sources import Clip, find_clips, iter_frames
 from .strong import (InterleavedSet, MixedTrainSet, SharpPool, SynthClipSet, SynthClipValSet, SynthTrainSet,
-                     SynthValSet, split_stills)
+                     SynthValSet, UnpairedSet, split_stills)
 from .synth import SynthConfig, format_histogram, severity_histogram
 from .vla import VLAConfig, clip_vla_windows
 
@@ -450,7 +450,9 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     ``kind``: the sample kind the training wrapper consumes (``facedeblur train`` passes it). ``"clip"`` gives
     strong-blur clips instead (:class:`~facedeblur.data.strong.SynthClipSet` / ``SynthClipValSet``: the card's
     ``frame_window`` consecutive exposures of one motion of a sharp face of the same pool and split, with the recipe's
-    ``synth`` schedule; ``synth_val_count`` validation clips); any other kind gets the moment data above.
+    ``synth`` schedule; ``synth_val_count`` validation clips); ``"unpaired"`` gives sharp faces against real
+    low-quality faces of ``DATA/real_lq`` (:func:`facedeblur.data.real.real_faces`) with the video windows as paired
+    validation; any other kind gets the moment data above.
     """
     data_dir = Path(data_dir)
     if prep is None:  # faces at the card's face size (128 px for DFPGnet), so training crops are inference crops
@@ -467,6 +469,9 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     train_stills, val_stills = split_stills(_find_stills(data_dir), seed=prep.seed, val_percent=prep.val_percent)
     if kind == "clip":
         return _clip_datasets(training, card, prep, root, windows, train_stills, val_stills, seed)
+    if kind == "unpaired":
+        return _unpaired_datasets(data_dir, training, card, prep, root, train_w, train_stills, val_w, cache_dir, seed,
+                                  progress)
     crop = int(training.get("crop", 256))
     scale_aug = tuple(training.get("scale_aug", (1.0, 1.5)))
     epoch_samples = int(training.get("epoch_samples", 12000))
@@ -533,6 +538,31 @@ def build_datasets(data_dir: str | Path, card: Any = None, *, seed: int = 0, cac
     if vla_train is not None:
         train.summary.update({"vla_fraction": vla_fraction, "vla_train_windows": len(vla_train)})
     return train, InterleavedSet([val_synth, *val_sets], ["synth", *val_names])
+
+
+def _unpaired_datasets(data_dir: Path, training: dict[str, Any], card: Any, prep: PrepConfig, root: Path,
+                       train_w: list[dict[str, Any]], train_stills: list[Path], val_w: list[dict[str, Any]],
+                       cache_dir: str | Path | None, seed: int, progress: bool
+                       ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """``unpaired`` (train, val) sets of :func:`build_datasets` (the CycleGAN stage): sharp faces of the training
+    side (stills and video frames) against real low-quality faces (:func:`facedeblur.data.real.real_faces`);
+    validation on the paired video windows of the validation identities (how close the learned blur comes to real
+    frame-averaging blur)."""
+    from ..faces.align import crop_style_for
+    from .real import real_faces
+
+    try:
+        style = crop_style_for(card) if card is not None else "cfmd-256-loose"
+    except CapabilityError:  # a card that names no known crop: the data engine's own
+        style = "cfmd-256-loose"
+    real = real_faces(data_dir, cache_dir or default_cache_dir(), face_size=prep.face_size, style=style,
+                      progress=progress)
+    pool = SharpPool(train_stills, root, train_w, face_size=prep.face_size,
+                     frame_fraction=float(training.get("synth_frames", 0.4)))
+    train = UnpairedSet(pool, real, crop=int(training.get("crop", 256)),
+                        epoch_samples=int(training.get("epoch_samples", 12000)))
+    train.summary = {"train_stills": len(train_stills), "train_windows": len(train_w), "real_faces": len(real)}
+    return train, WindowValSet(root, val_w)
 
 
 def _clip_datasets(training: dict[str, Any], card: Any, prep: PrepConfig, root: Path, windows: list[dict[str, Any]],

@@ -118,8 +118,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         # rank 0 prepares (and caches) the data first; the others then read the cache
         if not dist_info.is_main:
             barrier(dist_info)
-        # the data engine makes moment data (which also feeds pair wrappers), or clips for a clip wrapper
-        kind = {"kind": "clip"} if get_method(card.architecture).sample_kind == "clip" else {}
+        # the data engine makes moment data (which also feeds pair wrappers), clips for a clip wrapper, or
+        # sharp vs real low-quality faces for an unpaired one
+        consumed = get_method(card.architecture).sample_kind
+        kind = {"kind": consumed} if consumed in ("clip", "unpaired") else {}
         train_ds, val_ds = build_datasets(args.data, data_card, seed=args.seed, cache_dir=args.cache_dir,
                                           progress=dist_info.is_main and not args.no_progress, **kind)
         if dist_info.is_main:
