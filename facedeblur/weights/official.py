@@ -181,6 +181,18 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
+def allowed_global(module: str, name: str, allowed: dict[tuple[str, str], Any]) -> Any | None:
+    """What a restricted unpickler may return for the global ``module.name``: an entry of ``allowed``, a torch
+    storage type, or the inert stand-in for harmless globals; None for anything else (the caller refuses it)."""
+    if (module, name) in allowed:
+        return allowed[(module, name)]
+    if module == "torch" and name in _STORAGE_DTYPES:
+        return _StorageType(name, _STORAGE_DTYPES[name])
+    if (module, name) in _INERT_GLOBALS:
+        return _Inert
+    return None
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, load_storage: Callable[[_StorageType, str, int], torch.Tensor],
                  path: pathlib.Path) -> None:
@@ -189,12 +201,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name, _STORAGE_DTYPES[name])
-        if (module, name) in _INERT_GLOBALS:
-            return _Inert
+        found = allowed_global(module, name, _ALLOWED)
+        if found is not None:
+            return found
         raise UnsafeCheckpointError(
             f"refusing to read {self._path}: its pickle references the Python global {module}.{name}, which a plain "
             f"tensor state dict does not need (allowed: OrderedDict, torch tensor/parameter rebuilders, torch storage "

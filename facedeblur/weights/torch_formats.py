@@ -45,7 +45,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import WeightsIntegrityError, WeightsNotAvailableError
-from .official import (_INERT_GLOBALS, _STORAGE_DTYPES, UnsafeCheckpointError, _Inert, _latin1_encode,
+from .official import (UnsafeCheckpointError, _latin1_encode, allowed_global,
                        _rebuild_parameter, _StorageType, read_torch_zip_checkpoint)
 
 __all__ = ["read_torch7", "read_torch_checkpoint", "Torch7FormatError", "LuaTable", "TorchObject",
@@ -275,12 +275,9 @@ class _LegacyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if self._storages is not None:
-            if (module, name) in _LEGACY_ALLOWED:
-                return _LEGACY_ALLOWED[(module, name)]
-            if module == "torch" and name in _STORAGE_DTYPES:
-                return _StorageType(name, _STORAGE_DTYPES[name])
-            if (module, name) in _INERT_GLOBALS:
-                return _Inert
+            found = allowed_global(module, name, _LEGACY_ALLOWED)
+            if found is not None:
+                return found
         raise UnsafeCheckpointError(
             f"refusing to read {self._path}: its pickle references the Python global {module}.{name}, which a plain "
             f"tensor state dict does not need. Nothing from the file was executed. If you trust the file's origin, "
